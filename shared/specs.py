@@ -1,0 +1,198 @@
+"""Stage specs: what determines each artifact. Their `key` is the artifact's content key.
+
+A CoT set is determined by its dataset split, teacher, level, format and prompt version;
+a checkpoint by its CoT set, student, training settings and seed; an evaluation by its
+checkpoint, test set and decoding settings. The same spec in two grids gives the same key.
+"""
+
+from __future__ import annotations
+
+from functools import cached_property
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from shared.config import EvaluationConfig, Format, Method, Template, TrainingConfig
+from shared.keys import content_key, file_sha256
+
+TeacherKind = Literal["procedural", "answer-only", "human", "recorded", "tgi", "openai"]
+LEVEL_FREE_KINDS = ("answer-only", "human")
+
+
+class _Spec(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ArithParams(_Spec):
+    """Difficulty of the built-in `arith` dataset."""
+
+    n_ops: int = Field(3, ge=1, le=6, description="Operations per problem.")
+    max_operand: int = Field(9, ge=1, le=99, description="Largest added/subtracted operand.")
+    max_value: int = Field(20, ge=2, le=999, description="Every intermediate result stays in 0..max_value.")
+    multipliers: list[int] = Field(default_factory=lambda: [2, 3], description="Allowed multipliers.")
+    seed: int = Field(0, description="Generator seed (train and test never overlap).")
+
+
+class DatasetRef(_Spec):
+    """A dataset as a grid names it: hub or local files, with optional size limits."""
+
+    name: str = Field(description="svamp, gsm8k, aqua, math, csqa, openbookqa, strategyqa or arith.")
+    train_file: str | None = Field(None, description="Local train file (questions with gold, or rationales).")
+    test_file: str | None = Field(None, description="Local test file; the hub test split when absent.")
+    train_size: int | None = Field(None, gt=0, description="Use only the first N train questions.")
+    test_size: int | None = Field(None, gt=0, description="Use only the first N test questions.")
+    arith: ArithParams = Field(default_factory=ArithParams, description="Difficulty (arith only).")
+
+    @field_validator("name")
+    @classmethod
+    def _known(cls, v: str) -> str:
+        from shared.datasets.registry import DATASET_NAMES
+
+        if v not in DATASET_NAMES:
+            raise ValueError(f"must be one of {', '.join(DATASET_NAMES)}")
+        return v
+
+    def split_fingerprint(self, split: str) -> dict[str, Any]:
+        """Everything that determines the questions of `split` (file contents hashed)."""
+        path = self.train_file if split == "train" else self.test_file
+        size = self.train_size if split == "train" else self.test_size
+        fp: dict[str, Any] = {"name": self.name, "split": split, "size": size}
+        if path:
+            fp["file_sha256"] = file_sha256(path)
+        if self.name == "arith":
+            fp["arith"] = self.arith.model_dump()
+        return fp
+
+
+class TeacherSpec(_Spec):
+    """A teacher: a server (tgi/openai), recorded files, the dataset's own rationales, or code."""
+
+    name: str = Field(description="Label used in results and reports.")
+    kind: TeacherKind = Field(description="procedural, answer-only, human, recorded, tgi or openai.")
+    model: str | None = Field(None, description="Teacher model id (tgi/openai); its tokenizer gives the chat template.")
+    revision: str | None = Field(None, description="Model revision, part of the CoT set key.")
+    base_url: str | None = Field(None, description="Server URL (tgi: TGI root or .../generate; openai: .../v1).")
+    route: Literal["generate", "chat"] = Field("chat", description="tgi: /generate with the chat template, or /v1/chat/completions.")
+    api_key_env: str | None = Field(None, description="Name of the environment variable holding the API key.")
+    files: str | None = Field(
+        None, description="recorded: a path template with {level} and {format}, e.g. data/SVAMP_level{level}.json."
+    )
+    concurrency: int = Field(8, gt=0, description="Max requests in flight (adapts down on 429/503).")
+    max_new_tokens: int = Field(512, gt=0, description="Generation budget per rationale.")
+    temperature: float = Field(0.0, ge=0, description="Sampling temperature (0 = greedy).")
+    top_p: float | None = Field(None, gt=0, le=1, description="Nucleus sampling.")
+    timeout_s: float = Field(120.0, gt=0, description="Per-request timeout.")
+    max_retries: int = Field(6, ge=0, description="Retries per item before it is recorded as failed.")
+    filter: Literal["keep-all", "keep-correct"] = Field("keep-all", description="Keep every item, or only correct ones.")
+
+    @property
+    def uses_levels(self) -> bool:
+        """Whether this teacher writes at granularity levels (answer-only and human do not)."""
+        return self.kind not in LEVEL_FREE_KINDS
+
+    def identity(self, level: int | None, fmt: str | None) -> dict[str, Any]:
+        """The fields that determine what this teacher writes (not its name, URL or rate limits)."""
+        ident: dict[str, Any] = {"kind": self.kind, "filter": self.filter}
+        if self.kind in ("tgi", "openai"):
+            ident |= {
+                "model": self.model,
+                "revision": self.revision,
+                "route": self.route,
+                "max_new_tokens": self.max_new_tokens,
+                "temperature": self.temperature,
+                "top_p": self.top_p,
+            }
+        if self.kind == "recorded" and self.files:
+            path = recorded_path(self.files, level, fmt)
+            ident["file_sha256"] = file_sha256(path) if Path(path).exists() else path
+        return ident
+
+
+def recorded_path(template: str, level: int | None, fmt: str | None) -> str:
+    """The recorded teacher's file for one level and format."""
+    return template.format(level=level, format=fmt or "cot")
+
+
+class StudentSpec(_Spec):
+    """A student model and how it is fine-tuned."""
+
+    name: str = Field(description="Label used in results and reports.")
+    model: str = Field(description="Hub id, local path, or tiny:<size> (built offline by `cotd model init-tiny`).")
+    revision: str | None = Field(None, description="Hub revision.")
+    template: Template = Field("auto", description="Prompt template; auto = the tokenizer's chat template.")
+    method: Method | None = Field(None, description="Overrides training.method for this student.")
+    trust_remote_code: bool = Field(False, description="Allow the model's own code from the hub (off by default).")
+    training: dict[str, Any] = Field(default_factory=dict, description="Per-student overrides of `training:`.")
+
+    @field_validator("training")
+    @classmethod
+    def _valid_overrides(cls, v: dict[str, Any]) -> dict[str, Any]:
+        from shared.config import TrainingOverrides
+
+        return TrainingOverrides.model_validate(v).model_dump(exclude_none=True)
+
+    def identity(self) -> dict[str, Any]:
+        """The fields that determine the trained student (not its label)."""
+        return self.model_dump(exclude={"name", "training", "method"})
+
+
+class CotSetSpec(_Spec):
+    """One CoT set: teacher x level x format over a dataset's train split."""
+
+    dataset: DatasetRef
+    teacher: TeacherSpec
+    level: int | None = Field(None, ge=1, le=6)
+    format: Format | None = None
+    prompt_version: str
+
+    @cached_property
+    def key(self) -> str:
+        """Content key of the CoT set."""
+        return content_key(
+            "cotset",
+            {
+                "data": self.dataset.split_fingerprint("train"),
+                "teacher": self.teacher.identity(self.level, self.format),
+                "level": self.level,
+                "format": self.format,
+                "prompt_version": self.prompt_version,
+            },
+        )
+
+
+class CheckpointSpec(_Spec):
+    """One fine-tuned student: a CoT set, a student, training settings and a seed."""
+
+    cot: CotSetSpec
+    student: StudentSpec
+    training: TrainingConfig
+    seed: int
+
+    @cached_property
+    def key(self) -> str:
+        """Content key of the checkpoint."""
+        return content_key(
+            "checkpoint",
+            {"cot": self.cot.key, "student": self.student.identity(), "training": self.training.model_dump(), "seed": self.seed},
+        )
+
+
+class EvalSpec(_Spec):
+    """One evaluation: a checkpoint scored on a test split with decoding settings."""
+
+    checkpoint: CheckpointSpec
+    dataset: DatasetRef
+    evaluation: EvaluationConfig
+
+    @cached_property
+    def key(self) -> str:
+        """Content key of the evaluation."""
+        return content_key(
+            "eval",
+            {
+                "checkpoint": self.checkpoint.key,
+                "data": self.dataset.split_fingerprint("test"),
+                "evaluation": self.evaluation.model_dump(),
+            },
+        )
