@@ -42,7 +42,7 @@ __all__ = [
 _ANSWER_IS = re.compile(r"answer\s*is(?-i:(?![a-z]))\s*[:：]?", re.I)
 # filler between "the answer is" and the answer itself
 _FILLER = re.compile(
-    r"^(?:\s|[*_`\"':：\-]|<answer>|\b(?:therefore|thus|hence|then|clearly|simply|option|choice|answer|is)\b)+",
+    r"^(?:\s|[*_`\"':：]|-(?![\d.])|<answer>|\b(?:therefore|thus|hence|then|clearly|simply|option|choice|answer|is)\b)+",
     re.I,
 )
 # A number: optional sign and currency, thousands groups, decimals, an optional fraction part.
@@ -71,7 +71,7 @@ class Extraction(BaseModel):
 
 def parse_number(text: str) -> float | None:
     """Parse one number written with commas, `$`, `%`, a fraction or a unicode minus; else None."""
-    s = text.strip().strip(".").strip()
+    s = text.strip().rstrip(".").strip()
     s = s.replace("−", "-").replace("–", "-").replace("$", "").replace("%", "").replace(" ", "")
     s = s.replace("\\!", "").replace("\\,", "")
     if re.fullmatch(r"[-+]?\d{1,3}(?:,\d{3})+(?:\.\d+)?", s):
@@ -177,7 +177,10 @@ def _extract_choice(text: str, choices: list[str] | None) -> Extraction:
     if whole:
         return Extraction(value=whole, rule="whole")
     pats = [
-        ("letter_phrase", rf"(?:\b(?:answer|option|choice)\s*(?:is|:|-|=)?|\bis)\s*\(?([{letters}])(?![A-Za-z])"),
+        (
+            "letter_phrase",
+            rf"(?:\b(?:answer|option|choice)\s*(?:is|:|-|=)?|\bis)\s*\(?([{letters}])(?![A-Za-z])",
+        ),
         ("letter_paren", rf"\(([{letters}])\)"),
         ("leading_letter", rf"^\s*[(<\[]?([{letters}])(?![A-Za-z])"),
         ("last_letter", rf"(?<![A-Za-z'])([{letters}])(?![A-Za-z'])(?!\s+[a-z])"),

@@ -156,8 +156,21 @@ def _fix_fracs(s: str) -> str:
     return s
 
 
-_UNICODE = {"π": "\\pi", "∞": "\\infty", "×": "\\times", "·": "\\cdot", "⋅": "\\cdot", "÷": "\\div",
-            "−": "-", "–": "-", "≤": "\\le", "≥": "\\ge", "≠": "\\ne", "∪": "\\cup", "√": "\\sqrt"}
+_UNICODE = {
+    "π": "\\pi",
+    "∞": "\\infty",
+    "×": "\\times",
+    "·": "\\cdot",
+    "⋅": "\\cdot",
+    "÷": "\\div",
+    "−": "-",
+    "–": "-",
+    "≤": "\\le",
+    "≥": "\\ge",
+    "≠": "\\ne",
+    "∪": "\\cup",
+    "√": "\\sqrt",
+}
 
 
 def _unicode_to_latex(s: str) -> str:
@@ -181,7 +194,8 @@ def normalize_math(answer: str) -> str:
     s = _unwrap_commands(s, _TEXT_CMDS)
     s = re.sub(r"\^\s*\{\s*\\circ\s*\}|\^\s*\\circ|\\circ|°|\\degree", "", s)
     s = s.replace("\\%", "").replace("%", "").replace("\\$", "").replace("$", "")
-    s = re.sub(r"\\[,;:> ]|~|\\quad|\\qquad", " ", s)
+    s = s.replace("{,}", ",")
+    s = re.sub(r"(?<!\\)\\[,;:> ]|~|\\quad|\\qquad", " ", s)
     s = s.replace("\\leq", "\\le").replace("\\geq", "\\ge").replace("\\neq", "\\ne")
     s = s.strip().rstrip(".").strip()
     # "x = 5" / "\theta = 30": drop a single short left-hand side
@@ -310,6 +324,11 @@ _FUNCS = {
     "\\log": "log",
     "\\exp": "exp",
 }
+_GREEK = (
+    "alpha beta gamma delta epsilon zeta eta theta iota kappa mu nu xi omicron rho sigma tau upsilon phi "
+    "chi psi omega"
+)
+_KNOWN_NAMES = set(_FUNCS.values()) | {"sqrt", "pi"} | set(_GREEK.split())
 _SAFE = re.compile(r"[0-9a-zA-Z_+\-*/^().,\s]*")
 
 
@@ -362,11 +381,16 @@ def latex_to_sympy(latex: str) -> Any:
     s = s.replace("\\cdot", "*").replace("\\times", "*").replace("\\div", "/")
     s = s.replace("\\pi", " pi ").replace("\\infty", " oo ").replace("{", "(").replace("}", ")")
     s = re.sub(r"\\([a-zA-Z]+)", r" \1 ", s)
-    if not _SAFE.fullmatch(s) or re.search(r"\blambda\b|\bimport\b", s):
+    if not _SAFE.fullmatch(s):
         raise ValueError(f"unsupported characters in {latex!r}")
+    words = {w for w in re.findall(r"[a-zA-Z]{3,}", s)} - _KNOWN_NAMES
+    if words:  # words ("October", "lambda") are compared as strings, never evaluated
+        raise ValueError(f"words in {latex!r}: {sorted(words)}")
+    local = {c: sympy.Symbol(c) for c in "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"}
+    local.update(oo=sympy.oo, pi=sympy.pi)
     transformations = standard_transformations + (implicit_multiplication_application, convert_xor)
     try:
-        return parse_expr(s, transformations=transformations, evaluate=True, local_dict={"oo": sympy.oo})
+        return parse_expr(s, transformations=transformations, evaluate=True, local_dict=local)
     except Exception as exc:  # sympy raises many kinds (SyntaxError, TypeError, TokenError)
         raise ValueError(f"cannot parse {latex!r}: {exc}") from None
 

@@ -72,8 +72,13 @@ def gold_index(
     task = task_type(name)
     index: dict[str, Gold] = {}
     if gold_field is None:
-        for q in load_questions(name, "all" if name == "strategyqa" else "test", data_file=gold_file,
-                                source="file", skip_invalid=True):
+        for q in load_questions(
+            name,
+            "all" if name == "strategyqa" else "test",
+            data_file=gold_file,
+            source="file",
+            skip_invalid=True,
+        ):
             index.setdefault(q.id, Gold(q.gold, q.choices))
         return index
     for rec in read_records(gold_file):

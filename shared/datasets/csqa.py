@@ -21,7 +21,11 @@ SPLITS = {"test": "validation", "train": "train", "validation": "validation", "d
 def choices_from_hub(rec: Record) -> list[str]:
     """Option texts in letter order from a hub ``choices: {label: [...], text: [...]}`` field."""
     ch = rec.get("choices")
-    if not isinstance(ch, dict) or not isinstance(ch.get("text"), list) or not isinstance(ch.get("label"), list):
+    if (
+        not isinstance(ch, dict)
+        or not isinstance(ch.get("text"), list)
+        or not isinstance(ch.get("label"), list)
+    ):
         raise rec.error("field 'choices': expected {'label': [...], 'text': [...]}")
     pairs = sorted(zip(ch["label"], ch["text"], strict=False))
     if [p[0] for p in pairs] != list(LETTERS[: len(pairs)]) or len(pairs) < 2:

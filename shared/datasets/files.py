@@ -197,7 +197,9 @@ def download_cached(url: str, filename: str) -> Path:
                 fh.write(chunk)
     except OSError as exc:
         tmp.unlink(missing_ok=True)
-        raise DatasetError(f"{url}: download failed ({exc}); pass a local data file or set {MIRROR_ENV}") from None
+        raise DatasetError(
+            f"{url}: download failed ({exc}); pass a local data file or set {MIRROR_ENV}"
+        ) from None
     tmp.replace(target)
     return target
 
@@ -205,7 +207,9 @@ def download_cached(url: str, filename: str) -> Path:
 # --- the paper's alpaca-style items (shared by every dataset) -----------------------------------
 
 
-def gold_from_text(rec: Record, field: str, task: TaskType, choices: list[str] | None) -> tuple[str, str | None]:
+def gold_from_text(
+    rec: Record, field: str, task: TaskType, choices: list[str] | None
+) -> tuple[str, str | None]:
     """(gold, rationale) from an answer field: a rationale ending "The answer is X", or X alone."""
     from shared.answers import canonical_gold, extract_answer
 
@@ -234,7 +238,9 @@ def gold_is_valid(gold: str, task: TaskType, choices: list[str] | None = None) -
     return bool(gold.strip())
 
 
-def alpaca_question(rec: Record, dataset: str, task: TaskType, question_field: str = "instruction") -> Question:
+def alpaca_question(
+    rec: Record, dataset: str, task: TaskType, question_field: str = "instruction"
+) -> Question:
     """A `Question` from ``{instruction, output}`` (the paper's files) or ``{instruction, label}``.
 
     A `label` is the gold answer (the paper's evaluation files); otherwise `output` is either the
@@ -255,7 +261,9 @@ def alpaca_question(rec: Record, dataset: str, task: TaskType, question_field: s
     return make_question(dataset, text, gold, task, choices, rationale)
 
 
-def load_file(path: str | Path, parse: Callable[[Record], Question], skip_invalid: bool = False) -> list[Question]:
+def load_file(
+    path: str | Path, parse: Callable[[Record], Question], skip_invalid: bool = False
+) -> list[Question]:
     """Read a data file and parse each record.
 
     A malformed item raises a located `DatasetError`, or with `skip_invalid` is logged and skipped

@@ -34,9 +34,11 @@ def _err(rec: dict[str, Any]) -> tuple[float, float]:
 def plot_levels(tables: list[Table], path: Path) -> bool:
     """Accuracy vs level: a line per student with its CI band, answer-only dashed.
 
-    One panel per level table with two or more levels.
+    One panel per level table with two or more levels (format ``cot``, or the others when it has none).
     """
-    tables = [t for t in tables if t.kind == "by_level" and len(t.meta["levels"]) >= 2]
+    curves = [t for t in tables if t.kind == "by_level" and len(t.meta["levels"]) >= 2]
+    # the paper's figure is about plain CoT; other formats only when no plain-CoT curve exists
+    tables = [t for t in curves if t.meta["format"] == "cot"] or curves
     if not tables:
         return False
     rows, cols = _grid(len(tables))
@@ -60,15 +62,11 @@ def plot_levels(tables: list[Table], path: Path) -> bool:
                 )
             ao = rec.get("answer_only")
             if ao:
-                ax.axhline(
-                    100 * ao["accuracy"],
-                    color=color,
-                    linestyle="--",
-                    linewidth=1,
-                    label=f"{rec['student']} answer-only",
-                )
+                ax.axhline(100 * ao["accuracy"], color=color, linestyle="--", linewidth=1)
         meta = table.meta
-        ax.set_title(f"{meta['dataset']} — {meta['teacher']} ({meta['format']})", fontsize=10)
+        ax.set_title(
+            f"{meta['dataset']} — {meta['teacher']} ({meta['format']}); dashed: answer-only", fontsize=9
+        )
         ax.set_xlabel("granularity level")
         ax.set_ylabel("accuracy (%)")
         ax.set_xticks(meta["levels"])

@@ -105,6 +105,9 @@ def paired_bootstrap(
 ) -> BootstrapResult:
     """Paired bootstrap of the accuracy difference A - B, resampling items with replacement.
 
+    Only the discordant pairs move the difference, so the resampled counts are drawn from the equivalent
+    multinomial instead of resampling indices.
+
     ``p_value`` is the two-sided fraction ``2 * min(P[d* <= 0], P[d* >= 0])`` capped at 1:
     how often a resampled difference falls on the other side of zero. Same inputs and seed
     give the same result.
@@ -114,15 +117,14 @@ def paired_bootstrap(
     n = len(a)
     if n == 0:
         return BootstrapResult(0.0, 0.0, 0.0, 1.0, 0, resamples, seed)
-    d = np.asarray(a, dtype=np.float64) - np.asarray(b, dtype=np.float64)
-    diff = float(d.mean())
+    only_a, only_b = discordant_counts(a, b)
+    diff = (only_a - only_b) / n
+    # Resampling n items with replacement only matters through how many discordant items of each kind
+    # are drawn, which is multinomial: the same distribution as index resampling, in O(resamples).
     rng = np.random.default_rng(seed)
-    means = np.empty(resamples, dtype=np.float64)
-    chunk = max(1, min(resamples, 2_000_000 // n))
-    for start in range(0, resamples, chunk):
-        size = min(chunk, resamples - start)
-        idx = rng.integers(0, n, size=(size, n))
-        means[start : start + size] = d[idx].mean(axis=1)
+    p_a, p_b = only_a / n, only_b / n
+    counts = rng.multinomial(n, [p_a, p_b, max(0.0, 1.0 - p_a - p_b)], size=resamples)
+    means = (counts[:, 0] - counts[:, 1]) / n
     alpha = (1.0 - confidence) / 2.0
     lo, hi = np.quantile(means, [alpha, 1.0 - alpha])
     p = min(1.0, 2.0 * min(float(np.mean(means <= 0)), float(np.mean(means >= 0))))

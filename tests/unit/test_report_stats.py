@@ -97,6 +97,18 @@ def test_paired_bootstrap_is_deterministic_and_sensible() -> None:
     assert r1.n == 200
 
 
+def test_paired_bootstrap_matches_index_resampling() -> None:
+    rng = np.random.default_rng(11)
+    a = rng.random(300) < 0.6
+    b = rng.random(300) < 0.5
+    got = paired_bootstrap(list(a), list(b), resamples=4000, seed=1)
+    d = a.astype(float) - b.astype(float)
+    naive = d[rng.integers(0, len(d), size=(4000, len(d)))].mean(axis=1)
+    lo, hi = np.quantile(naive, [0.025, 0.975])
+    assert got.ci_low == pytest.approx(lo, abs=0.01)
+    assert got.ci_high == pytest.approx(hi, abs=0.01)
+
+
 def test_paired_bootstrap_identical_and_dominating() -> None:
     a = [True, False] * 20
     same = paired_bootstrap(a, a, resamples=500, seed=0)
