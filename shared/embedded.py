@@ -1,14 +1,20 @@
 """Embedded mode (`cotd run`): the whole grid in-process, artifacts in a local folder.
 
 It runs the same stage functions as the workers; a cell already done is not recomputed.
+CoT sets are generated first; then each checkpoint is trained and evaluated as one job, and
+on CPU those jobs run in parallel processes (one torch thread each), since tiny models do not
+use two cores well from one process.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import multiprocessing
+import os
 import time
 from collections.abc import Callable
+from concurrent.futures import Future, ProcessPoolExecutor, as_completed
 from pathlib import Path
 
 from tqdm import tqdm
@@ -16,7 +22,8 @@ from tqdm import tqdm
 from shared.artifacts import LocalStore
 from shared.grid import Cell, GridSpec, expand
 from shared.results import cell_row, results_doc
-from shared.stages import StageResult, evaluate_stage, generate_stage, train_stage
+from shared.specs import CheckpointSpec, EvalSpec
+from shared.stages import evaluate_stage, generate_stage, train_stage
 
 log = logging.getLogger("cotd.run")
 
@@ -29,41 +36,99 @@ def _unique(cells: list[Cell], attr: str) -> list:
     return list(seen.values())
 
 
-def run_grid(grid: GridSpec, out: Path, echo: Callable[[str], None] = print, device: str = "auto") -> dict:
+def _reason(stage: str, e: BaseException) -> str:
+    return (f"{stage}: {type(e).__name__}: {e}".strip().splitlines() or [stage])[0]
+
+
+def train_and_evaluate(store_root: str, ck_json: str, ev_jsons: list[str], device: str, threads: int | None) -> list[dict]:
+    """One job: train a checkpoint, then run its evaluations. Returns one outcome per artifact."""
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
+    store = LocalStore(store_root)
+    ck = CheckpointSpec.model_validate_json(ck_json)
+    try:
+        res = train_stage(ck, store, device=device)
+    except Exception as e:  # reported per cell; other jobs go on
+        return [{"stage": "train", "key": ck.key, "error": _reason("train", e)}]
+    out = [{"stage": "train", "key": ck.key, "cached": res.cached}]
+    for ej in ev_jsons:
+        ev = EvalSpec.model_validate_json(ej)
+        try:
+            r = evaluate_stage(ev, store, device=device)
+            out.append({"stage": "evaluate", "key": ev.key, "cached": r.cached})
+        except Exception as e:
+            out.append({"stage": "evaluate", "key": ev.key, "error": _reason("evaluate", e)})
+    return out
+
+
+def default_jobs(device: str) -> int:
+    """2 parallel jobs on a CPU machine with 2+ cores, else 1."""
+    import torch
+
+    on_gpu = device == "cuda" or (device == "auto" and torch.cuda.is_available())
+    return 1 if on_gpu else max(1, min(2, os.cpu_count() or 1))
+
+
+def run_grid(
+    grid: GridSpec, out: Path, echo: Callable[[str], None] = print, device: str = "auto", jobs: int | None = None
+) -> dict:
     """Run every cell of `grid`; write results.json and the report under `out`. Returns results."""
     out.mkdir(parents=True, exist_ok=True)
     store = LocalStore(out / "artifacts")
     cells = expand(grid)
     (out / "grid.json").write_text(grid.model_dump_json(indent=2))
-    failed: dict[str, str] = {}  # artifact key -> reason
+    failed: dict[str, str] = {}
     counts = {"computed": 0, "cached": 0, "failed": 0}
     t0 = time.perf_counter()
-    stages: list[tuple[str, str, Callable[..., StageResult], list[str]]] = [
-        ("generate", "cot", generate_stage, []),
-        ("train", "checkpoint", train_stage, ["cot"]),
-        ("evaluate", "evaluation", evaluate_stage, ["checkpoint"]),
-    ]
     echo(f"grid {grid.name}: {len(cells)} cells")
-    for name, attr, fn, deps in stages:
-        specs = _unique(cells, attr)
-        bar = tqdm(specs, desc=f"{name:>8}", unit="artifact", leave=True, dynamic_ncols=True)
-        for spec in bar:
-            blocked = [failed[k] for k in _dep_keys(spec, deps) if k in failed]
-            if blocked:
-                failed[spec.key] = blocked[0]
-                continue
+
+    def note(outcome: dict, bar: tqdm) -> None:
+        if "error" in outcome:
+            failed[outcome["key"]] = outcome["error"]
+            counts["failed"] += 1
+            bar.write(f"  {outcome['stage']} {outcome['key']}: FAILED {outcome['error']}")
+        elif outcome["cached"]:
+            counts["cached"] += 1
+            bar.write(f"  {outcome['stage']} {outcome['key']}: cached, not recomputed")
+        else:
+            counts["computed"] += 1
+
+    cots = _unique(cells, "cot")
+    with tqdm(total=len(cots), desc="generate", unit="set", dynamic_ncols=True) as bar:
+        for spec in cots:
             try:
-                kwargs = {"device": device} if name != "generate" else {}
-                res = fn(spec, store, **kwargs)
-            except Exception as e:  # one cell's failure does not stop the others
-                reason = f"{name}: {type(e).__name__}: {e}".splitlines()[0]
-                failed[spec.key] = reason
-                counts["failed"] += 1
-                log.error("%s %s failed: %s", name, spec.key, reason)
-                continue
-            counts["cached" if res.cached else "computed"] += 1
-            if res.cached:
-                bar.write(f"  {name} {spec.key}: cached, not recomputed")
+                res = generate_stage(spec, store)
+                note({"stage": "generate", "key": spec.key, "cached": res.cached}, bar)
+            except Exception as e:
+                note({"stage": "generate", "key": spec.key, "error": _reason("generate", e)}, bar)
+            bar.update()
+
+    evals_of: dict[str, list[EvalSpec]] = {}
+    for c in cells:
+        evs = evals_of.setdefault(c.checkpoint.key, [])
+        if all(e.key != c.evaluation.key for e in evs):
+            evs.append(c.evaluation)
+    checkpoints = [ck for ck in _unique(cells, "checkpoint") if ck.cot.key not in failed]
+    n_jobs = jobs or default_jobs(device)
+    threads = max(1, (os.cpu_count() or 1) // n_jobs) if n_jobs > 1 else None
+    args = [(str(store.root), ck.model_dump_json(), [e.model_dump_json() for e in evals_of[ck.key]], device, threads) for ck in checkpoints]
+    with tqdm(total=len(args), desc="train+eval", unit="student", dynamic_ncols=True) as bar:
+        if n_jobs == 1 or len(args) <= 1:
+            for a in args:
+                for o in train_and_evaluate(*a):
+                    note(o, bar)
+                bar.update()
+        else:
+            ctx = multiprocessing.get_context("spawn")
+            with ProcessPoolExecutor(max_workers=n_jobs, mp_context=ctx) as pool:
+                futures: list[Future] = [pool.submit(train_and_evaluate, *a) for a in args]
+                for fut in as_completed(futures):
+                    for o in fut.result():
+                        note(o, bar)
+                    bar.update()
+
     rows = []
     for c in cells:
         err = next((failed[k] for k in (c.cot.key, c.checkpoint.key, c.evaluation.key) if k in failed), None)
@@ -76,10 +141,6 @@ def run_grid(grid: GridSpec, out: Path, echo: Callable[[str], None] = print, dev
         f"{counts['cached']} cached, {counts['failed']} failed -> {out / 'results.json'}"
     )
     return results
-
-
-def _dep_keys(spec, deps: list[str]) -> list[str]:
-    return [getattr(spec, d).key for d in deps]
 
 
 def _write_report(out: Path, echo: Callable[[str], None]) -> None:

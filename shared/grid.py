@@ -12,7 +12,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from shared.config import EvaluationConfig, Format, TrainingConfig, TrainingOverrides, apply_overrides
+from shared.config import EvaluationConfig, Format, TrainingConfig, apply_overrides
 from shared.keys import content_key
 from shared.specs import CheckpointSpec, CotSetSpec, DatasetRef, EvalSpec, StudentSpec, TeacherSpec
 
@@ -119,7 +119,7 @@ def expand(grid: GridSpec) -> list[Cell]:
             for level, fmt in combos:
                 cot = CotSetSpec(dataset=ds, teacher=t, level=level, format=fmt, prompt_version=prompt_version(t.kind))
                 for st in grid.students:
-                    training = apply_overrides(grid.training, TrainingOverrides.model_validate(st.training))
+                    training = apply_overrides(grid.training, st.training)
                     if st.method:
                         training = training.model_copy(update={"method": st.method})
                     for seed in grid.seeds:

@@ -26,6 +26,11 @@ class Settings(BaseSettings):
     teacher_url: str | None = Field(None, description="Default teacher server URL when a grid names none.")
     metrics_port: int = Field(9100, description="Port of a worker's Prometheus /metrics endpoint.")
     device: str = Field("auto", description="Torch device for training/evaluation: auto, cpu, cuda.")
+    visibility_timeout_s: int = Field(
+        90000, gt=0, description="Redis broker: an unacknowledged task is delivered again after this (> longest task)."
+    )
+    lease_ttl_s: int = Field(60, gt=0, description="Lease on an artifact being built; renewed while its task runs.")
+    stage_mode: str = Field("real", description="Workers: `real` stages, or `noop` trivial artifacts (benchmarks).")
 
 
 @lru_cache(maxsize=1)

@@ -13,7 +13,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from shared.config import EvaluationConfig, Format, Method, Template, TrainingConfig
+from shared.config import EvaluationConfig, Format, Method, Template, TrainingConfig, TrainingOverrides
 from shared.keys import content_key, file_sha256
 
 TeacherKind = Literal["procedural", "answer-only", "human", "recorded", "tgi", "openai"]
@@ -123,14 +123,7 @@ class StudentSpec(_Spec):
     template: Template = Field("auto", description="Prompt template; auto = the tokenizer's chat template.")
     method: Method | None = Field(None, description="Overrides training.method for this student.")
     trust_remote_code: bool = Field(False, description="Allow the model's own code from the hub (off by default).")
-    training: dict[str, Any] = Field(default_factory=dict, description="Per-student overrides of `training:`.")
-
-    @field_validator("training")
-    @classmethod
-    def _valid_overrides(cls, v: dict[str, Any]) -> dict[str, Any]:
-        from shared.config import TrainingOverrides
-
-        return TrainingOverrides.model_validate(v).model_dump(exclude_none=True)
+    training: TrainingOverrides = Field(default_factory=TrainingOverrides, description="Per-student overrides of `training:`.")
 
     def identity(self) -> dict[str, Any]:
         """The fields that determine the trained student (not its label)."""

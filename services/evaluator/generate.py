@@ -1,29 +1,74 @@
-"""Batched generation: prompts sorted by length, left padding, stop strings, per-sequence stop."""
+"""Batched generation: prompts sorted by length, left padding, stop strings, per-sequence stop.
+
+The pieces are pure where they can be (`batch_order`, `left_pad`, `finish`), so the transformers
+path here and the vLLM path (`services.evaluator.vllm_backend`) turn token ids into text the same way.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
 
+OnBatch = Callable[[list[int], list["Generation"]], None]
+
 
 @dataclass(frozen=True)
 class Generation:
-    """One model output and its number of generated tokens."""
+    """One model output and its number of generated tokens (before the end token)."""
 
     text: str
     n_tokens: int
 
 
-def cut_at_stop(text: str, stop: list[str]) -> str:
+def cut_at_stop(text: str, stop: Sequence[str]) -> str:
     """The text up to the first stop string."""
     cut = len(text)
     for s in stop:
-        i = text.find(s)
+        i = text.find(s) if s else -1
         if i >= 0:
             cut = min(cut, i)
     return text[:cut]
+
+
+def batch_order(lengths: Sequence[int], batch_size: int, sort_by_length: bool = True) -> list[list[int]]:
+    """Prompt indices grouped into batches; longest prompts first when sorting (ties keep order)."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    order = (
+        sorted(range(len(lengths)), key=lambda i: -lengths[i])
+        if sort_by_length
+        else list(range(len(lengths)))
+    )
+    return [order[b : b + batch_size] for b in range(0, len(order), batch_size)]
+
+
+def left_pad(seqs: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Token ids and attention mask of `seqs`, padded on the left to the longest."""
+    width = max(len(s) for s in seqs)
+    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(seqs), width), dtype=torch.long)
+    for row, s in enumerate(seqs):
+        if s:
+            ids[row, width - len(s) :] = torch.tensor(list(s), dtype=torch.long)
+            mask[row, width - len(s) :] = 1
+    return ids, mask
+
+
+def finish(
+    tokenizer, new_ids: Sequence[int], end_token_ids: Sequence[int], stop: Sequence[str]
+) -> Generation:
+    """A Generation from generated ids: cut at the first end token, decode, cut at a stop string."""
+    ends = set(end_token_ids)
+    n = next((j for j, t in enumerate(new_ids) if t in ends), len(new_ids))
+    text = tokenizer.decode(list(new_ids[:n]), skip_special_tokens=True)
+    return Generation(cut_at_stop(text, stop).strip(), n)
+
+
+def encode_prompts(tokenizer, prompts: Sequence[str]) -> list[list[int]]:
+    """Prompt token ids exactly as the trainer encodes them (the template carries any BOS)."""
+    return [tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
 
 
 @torch.inference_mode()
@@ -37,51 +82,39 @@ def generate_batched(
     stop: list[str] | None = None,
     num_beams: int = 1,
     sort_by_length: bool = True,
-    on_batch: Callable[[list[int], list[Generation]], None] | None = None,
+    on_batch: OnBatch | None = None,
 ) -> list[Generation]:
     """Generate for every prompt (greedy unless num_beams > 1); outputs in prompt order.
 
-    `on_batch(indices, generations)` is called after each batch (used to persist progress).
+    Prompts are grouped by length (longest first) and left-padded; each sequence stops at an end
+    token or a stop string (its output is cut there), and a batch ends when all of its sequences
+    have. `on_batch(indices, generations)` is called after each batch (used to persist progress).
     """
-    stop = stop or []
+    if not prompts:
+        return []
+    if not end_token_ids:
+        raise ValueError("end_token_ids is empty: generation would never stop early")
+    stop = [s for s in (stop or []) if s]
     device = next(model.parameters()).device
-    encoded = [tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
-    order = sorted(range(len(prompts)), key=lambda i: -len(encoded[i])) if sort_by_length else list(range(len(prompts)))
+    encoded = encode_prompts(tokenizer, prompts)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else end_token_ids[0]
+    kwargs: dict = {"stop_strings": stop, "tokenizer": tokenizer} if stop else {}
     results: list[Generation | None] = [None] * len(prompts)
     model.eval()
-    for b in range(0, len(order), batch_size):
-        idx = order[b : b + batch_size]
-        width = max(len(encoded[i]) for i in idx)
-        ids = torch.full((len(idx), width), pad_id, dtype=torch.long)
-        mask = torch.zeros((len(idx), width), dtype=torch.long)
-        for row, i in enumerate(idx):
-            n = len(encoded[i])
-            ids[row, width - n :] = torch.tensor(encoded[i])
-            mask[row, width - n :] = 1
-        kwargs = {}
-        if stop:
-            kwargs |= {"stop_strings": stop, "tokenizer": tokenizer}
+    for idx in batch_order([len(e) for e in encoded], batch_size, sort_by_length):
+        ids, mask = left_pad([encoded[i] for i in idx], pad_id)
         out = model.generate(
             input_ids=ids.to(device),
             attention_mask=mask.to(device),
             max_new_tokens=max_new_tokens,
             do_sample=False,
             num_beams=num_beams,
-            eos_token_id=end_token_ids,
+            num_return_sequences=1,
+            eos_token_id=list(end_token_ids),
             pad_token_id=pad_id,
             **kwargs,
         )
-        new = out[:, width:].tolist()
-        gens = []
-        for row in new:
-            n = len(row)
-            for j, t in enumerate(row):
-                if t in end_token_ids:
-                    n = j
-                    break
-            text = tokenizer.decode(row[:n], skip_special_tokens=True)
-            gens.append(Generation(cut_at_stop(text, stop).strip(), n))
+        gens = [finish(tokenizer, row, end_token_ids, stop) for row in out[:, ids.shape[1] :].tolist()]
         for i, g in zip(idx, gens, strict=True):
             results[i] = g
         if on_batch:

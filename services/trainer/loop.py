@@ -1,22 +1,29 @@
-"""The SFT optimisation loop: gradient accumulation, schedule, clipping, resumable checkpoints."""
+"""The SFT optimisation loop: gradient accumulation, schedule, clipping, resumable state.
+
+The data order is a pure function of (seed, epoch, lengths, batch settings), so a run resumed
+from step k sees exactly the micro-batches an uninterrupted run would, and the RNG state saved
+with the step makes dropout replay identically (single process).
+"""
 
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 import random
-import shutil
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import torch
 
+from services.trainer import checkpoint as ckpt
 from services.trainer.data import IGNORE, Example, collate, micro_batches
+from services.trainer.parallel import Parallel
+from services.trainer.telemetry import LOG_FILE, StepLog, peak_memory, trim_log
 from shared.config import TrainingConfig
 
-STATE_DIR = "resume"
+STATE_DIR = ckpt.STATE_DIR
+resume_step = ckpt.resume_step
 
 
 class TrainingError(RuntimeError):
@@ -40,7 +47,7 @@ def lr_lambda(cfg: TrainingConfig, total_steps: int) -> Callable[[int], float]:
 
 
 def plan_steps(n_examples: int, cfg: TrainingConfig, world_size: int = 1) -> tuple[int, int]:
-    """(gradient accumulation steps, total optimizer steps) for a data size and config."""
+    """(gradient accumulation steps per process, total optimizer steps) for a data size and config."""
     per_pass = cfg.micro_batch_size * world_size
     accum = max(1, cfg.global_batch_size // per_pass)
     if cfg.max_steps:
@@ -63,136 +70,159 @@ def batch_stream(examples: list[Example], cfg: TrainingConfig, seed: int, start_
         epoch += 1
 
 
-def _save_state(workdir: Path, model, optimizer, scheduler, step: int, save_model: Callable[[Path], None]) -> None:
-    tmp = workdir / f"{STATE_DIR}.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    save_model(tmp / "model")
-    torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()}, tmp / "optim.pt")
-    (tmp / "state.json").write_text(json.dumps({"step": step}))
-    final = workdir / STATE_DIR
-    old = workdir / f"{STATE_DIR}.old"
-    shutil.rmtree(old, ignore_errors=True)
-    if final.exists():
-        final.rename(old)
-    tmp.rename(final)
-    shutil.rmtree(old, ignore_errors=True)
+def order_settings(cfg: TrainingConfig, seed: int, world: int) -> dict:
+    """The settings a resumed run must share with the run that saved the state."""
+    keys = ("method", "lr", "epochs", "max_steps", "scheduler", "warmup_steps", "global_batch_size",
+            "micro_batch_size", "cutoff", "weight_decay", "group_by_length", "lora_r", "lora_alpha")
+    return {k: getattr(cfg, k) for k in keys} | {"seed": seed, "world": world}
 
 
-def resume_step(workdir: Path) -> int:
-    """The step of the last saved state under `workdir` (0 when none)."""
-    state = workdir / STATE_DIR / "state.json"
-    return json.loads(state.read_text())["step"] if state.exists() else 0
+def use_bf16(cfg: TrainingConfig, device: torch.device) -> bool:
+    """bf16 autocast: `bf16`, or `auto` on CUDA."""
+    return cfg.precision == "bf16" or (cfg.precision == "auto" and device.type == "cuda")
+
+
+def _autocast(cfg: TrainingConfig, device: torch.device):
+    if use_bf16(cfg, device):
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    if cfg.precision == "fp16":
+        return torch.autocast(device.type, dtype=torch.float16)
+    return contextlib.nullcontext()
+
+
+def _restore(par: Parallel, workdir: Path, fingerprint: str, optimizer, scheduler, seed: int) -> int:
+    """Load the saved state when there is a usable one; the step to continue from."""
+    state = ckpt.load_state(workdir, fingerprint, par.expected_shapes()) if par.info.main else None
+    start = par.broadcast(state.step if state else 0)
+    if start and not par.info.main:
+        state = ckpt.load_state(workdir, fingerprint, par.expected_shapes())
+    if not state:
+        torch.manual_seed(seed + par.info.rank)
+        random.seed(seed + par.info.rank)
+        return 0
+    try:
+        par.load_optim(optimizer, state.optim["optimizer"])
+        scheduler.load_state_dict(state.optim["scheduler"])
+        par.load_trainable(state.weights)
+    except (ValueError, KeyError, RuntimeError) as e:
+        raise TrainingError(
+            f"the saved state in {workdir / STATE_DIR} does not fit this model ({e}); delete it to start over"
+        ) from None
+    if par.info.main:
+        ckpt.set_rng_state(state.optim["rng"])
+    else:
+        torch.manual_seed(seed + par.info.rank + 7919 * start)
+    return start
 
 
 def run_loop(
-    model,
+    par: Parallel,
     examples: list[Example],
     cfg: TrainingConfig,
     seed: int,
     workdir: Path,
     pad_id: int,
     device: torch.device,
-    save_model: Callable[[Path], None],
-    load_model_state: Callable[[Path], None],
     on_step: Callable[[dict], None] | None = None,
     stop_after: int | None = None,
 ) -> dict:
-    """Train `model` on `examples`; resumes from `workdir/resume` when present.
+    """Train on `examples`; resumes from `workdir/resume` when a usable state is there.
 
-    Returns a summary (steps, final loss, tokens/s, padding fraction, peak memory).
+    Returns a summary (steps, losses, tokens/s, padding fraction, peak memory).
     `stop_after` ends the run early after that many steps (used to test resumption).
     """
     if not examples:
         raise TrainingError("the CoT set has no trainable items")
-    accum, total_steps = plan_steps(len(examples), cfg)
-    params = [p for p in model.parameters() if p.requires_grad]
+    world, rank = par.world, par.info.rank
+    accum, total_steps = plan_steps(len(examples), cfg, world)
+    params = [p for p in par.module.parameters() if p.requires_grad]
+    if not params:
+        raise TrainingError("the model has no trainable parameters")
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.999))
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg, total_steps))
-    start = resume_step(workdir)
-    if start:
-        load_model_state(workdir / STATE_DIR / "model")
-        st = torch.load(workdir / STATE_DIR / "optim.pt", map_location=device, weights_only=True)
-        optimizer.load_state_dict(st["optimizer"])
-        scheduler.load_state_dict(st["scheduler"])
-    torch.manual_seed(seed + start)
-    random.seed(seed + start)
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16) if _use_bf16(cfg, device) else contextlib.nullcontext()
-    stream = batch_stream(examples, cfg, seed, start_micro=start * accum)
-    log_path = workdir / "train_log.jsonl"
-    model.train()
-    t0, padded, real, last_loss, losses = time.perf_counter(), 0, 0, float("nan"), []
+    lengths = [len(e.input_ids) for e in examples]
+    n_labels = [sum(1 for t in e.labels if t != IGNORE) for e in examples]
+    fingerprint = ckpt.run_fingerprint(lengths, order_settings(cfg, seed, world))
+    start = _restore(par, workdir, fingerprint, optimizer, scheduler, seed)
+    log_path = workdir / LOG_FILE
+    if par.info.main:
+        trim_log(log_path, start)
+    steplog = StepLog(log_path if par.info.main else None)
+    stream = batch_stream(examples, cfg, seed, start_micro=start * accum * world)
+    autocast = _autocast(cfg, device)
+    par.module.train()
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
+    t0 = time.perf_counter()
+    real_total = padded_total = 0
+    losses: list[float] = []
     step = start
+
+    def save(at: int) -> None:
+        weights, optim = par.trainable_state(), par.optim_state(optimizer)
+        if par.info.main:
+            state = {"optimizer": optim, "scheduler": scheduler.state_dict(), "rng": ckpt.rng_state()}
+            ckpt.save_state(workdir, at, fingerprint, weights, state)
+        par.barrier()
+
     while step < total_steps:
-        micro = [next(stream) for _ in range(accum)]
-        n_label = sum(sum(1 for t in examples[i].labels if t != IGNORE) for mb in micro for i in mb)
-        step_loss, step_real = 0.0, 0
-        for mb in micro:
-            batch = {k: v.to(device) for k, v in collate([examples[i] for i in mb], pad_id).items()}
-            padded += batch["attention_mask"].numel()
-            step_real += int(batch["attention_mask"].sum())
-            with autocast:
-                logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-            shift_logits = logits[:, :-1].float()
-            shift_labels = batch["labels"][:, 1:]
-            loss = torch.nn.functional.cross_entropy(
-                shift_logits.reshape(-1, shift_logits.size(-1)), shift_labels.reshape(-1), ignore_index=IGNORE, reduction="sum"
-            ) / max(1, n_label)
-            loss.backward()
+        t_step = time.perf_counter()
+        micro = [next(stream) for _ in range(accum * world)]
+        n_label = sum(n_labels[i] for mb in micro for i in mb)
+        step_real = sum(lengths[i] for mb in micro for i in mb)
+        step_padded = sum(len(mb) * max(lengths[i] for i in mb) for mb in micro)
+        mine = micro[rank::world]
+        step_loss = 0.0
+        for j, mb in enumerate(mine):
+            batch = {k: v.to(device, non_blocking=True) for k, v in collate([examples[i] for i in mb], pad_id).items()}
+            with par.sync(last=j == len(mine) - 1), autocast:
+                loss = par.module(batch["input_ids"], batch["attention_mask"], batch["labels"], n_label)
+                (loss * world).backward()
             step_loss += float(loss.detach())
+        step_loss = par.sum(step_loss)
         if not math.isfinite(step_loss):
-            raise TrainingError(f"non-finite loss ({step_loss}) at step {step + 1}; lower the learning rate")
-        torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
+            raise TrainingError(
+                f"non-finite loss ({step_loss}) at step {step + 1}; lower the learning rate or check the data"
+            )
+        grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
         optimizer.step()
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
         step += 1
-        real += step_real
-        last_loss = step_loss
+        real_total += step_real
+        padded_total += step_padded
         losses.append(step_loss)
-        elapsed = time.perf_counter() - t0
+        now = time.perf_counter()
         record = {
             "step": step,
-            "loss": round(step_loss, 5),
+            "loss": round(step_loss, 6),
             "lr": scheduler.get_last_lr()[0],
-            "tokens_per_s": round(real / elapsed, 1),
-            "padding_fraction": round(1 - real / max(1, padded), 4),
-            "peak_memory_bytes": _peak_memory(device),
+            "grad_norm": round(float(grad_norm), 5),
+            "tokens": step_real,
+            "tokens_per_s": round(step_real / max(1e-9, now - t_step), 1),
+            "avg_tokens_per_s": round(real_total / max(1e-9, now - t0), 1),
+            "padding_fraction": round(1 - step_real / max(1, step_padded), 4),
+            "peak_memory_bytes": peak_memory(device),
         }
-        if step % 10 == 0 or step == total_steps:
-            with open(log_path, "a") as f:
-                f.write(json.dumps(record) + "\n")
+        steplog.write(record, step_real)
         if on_step:
             on_step(record)
-        if step % cfg.save_every_steps == 0 and step < total_steps:
-            _save_state(workdir, model, optimizer, scheduler, step, save_model)
+        if step < total_steps and (step % cfg.save_every_steps == 0 or (stop_after and step - start >= stop_after)):
+            save(step)
         if stop_after and step - start >= stop_after:
-            _save_state(workdir, model, optimizer, scheduler, step, save_model)
             break
     elapsed = time.perf_counter() - t0
     return {
         "steps": step,
         "total_steps": total_steps,
         "resumed_from": start,
-        "final_loss": last_loss,
         "first_loss": losses[0] if losses else None,
-        "tokens_per_s": real / elapsed if elapsed else 0.0,
-        "padding_fraction": 1 - real / max(1, padded),
-        "peak_memory_bytes": _peak_memory(device),
+        "final_loss": losses[-1] if losses else None,
+        "losses": [round(x, 6) for x in losses],
+        "tokens_per_s": real_total / elapsed if elapsed else 0.0,
+        "padding_fraction": 1 - real_total / max(1, padded_total),
+        "peak_memory_bytes": peak_memory(device),
         "wall_s": elapsed,
         "grad_accum": accum,
+        "world_size": world,
     }
-
-
-def _use_bf16(cfg: TrainingConfig, device: torch.device) -> bool:
-    return cfg.precision == "bf16" or (cfg.precision == "auto" and device.type == "cuda")
-
-
-def _peak_memory(device: torch.device) -> int:
-    if device.type == "cuda":
-        return int(torch.cuda.max_memory_allocated(device))
-    import resource
-
-    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024

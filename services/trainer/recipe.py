@@ -1,6 +1,7 @@
 """The SFT recipe: load a student, encode a CoT set, run the loop, save safetensors.
 
-Components (templates, data, loop) live apart from this recipe, as in torchtune.
+Components (templates, data, loss, loop, checkpoint, parallel, models) live apart from this
+recipe, as in torchtune.
 """
 
 from __future__ import annotations
@@ -13,32 +14,23 @@ from pathlib import Path
 import torch
 
 from services.trainer.data import encode_pair
-from services.trainer.loop import TrainingError, run_loop
+from services.trainer.loop import TrainingError, run_loop, use_bf16
+from services.trainer.loss import ResponseLoss
+from services.trainer.models import load_student, save_checkpoint
+from services.trainer.parallel import Parallel, dist_from_env, init_process_group, plan_mode, spawn
+from services.trainer.telemetry import LOG_FILE
 from shared.config import TrainingConfig
 from shared.device import pick_device
 
 log = logging.getLogger("cotd.trainer")
 
 
-def load_student(model_id: str, revision: str | None, trust_remote_code: bool, cfg: TrainingConfig, seed: int, device):
-    """The student model and tokenizer, from a local path or the hub (random init when from_scratch)."""
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
-
-    tok = AutoTokenizer.from_pretrained(model_id, revision=revision, trust_remote_code=trust_remote_code)
-    if tok.pad_token is None:
-        tok.pad_token = tok.eos_token
-    torch.manual_seed(seed)
-    kwargs = {"revision": revision, "trust_remote_code": trust_remote_code}
-    if cfg.from_scratch:
-        config = AutoConfig.from_pretrained(model_id, **kwargs)
-        model = AutoModelForCausalLM.from_config(config, trust_remote_code=trust_remote_code)
-    else:
-        dtype = torch.bfloat16 if device.type == "cuda" and cfg.precision in ("auto", "bf16") else torch.float32
-        model = AutoModelForCausalLM.from_pretrained(model_id, dtype=dtype, attn_implementation="sdpa", **kwargs)
-    if device.type == "cuda" and cfg.gradient_checkpointing in ("auto", "on") or cfg.gradient_checkpointing == "on":
-        model.gradient_checkpointing_enable()
-        model.config.use_cache = False
-    return model.to(device), tok
+def _device(setting: str, local_rank: int, world: int) -> torch.device:
+    device = pick_device(setting)
+    if device.type == "cuda" and world > 1:
+        device = torch.device("cuda", local_rank)
+        torch.cuda.set_device(device)
+    return device
 
 
 def train_sft(
@@ -56,38 +48,49 @@ def train_sft(
 ) -> dict:
     """Fine-tune `model_id` on (question, rationale) pairs; write the checkpoint to `out_dir`.
 
-    Resumable: state is saved under `workdir` every `cfg.save_every_steps` steps.
+    Resumable: state is saved under `workdir` every `cfg.save_every_steps` steps, and a rerun
+    with the same arguments continues from it. Returns a summary with `complete`.
     """
+    out_dir, workdir = Path(out_dir), Path(workdir)
     if not pairs:
         raise TrainingError("the CoT set is empty: nothing to train on")
-    if cfg.method != "full":
-        raise TrainingError(f"method {cfg.method!r} is not available in this build")
-    device = pick_device(device_setting)
+    info = dist_from_env()
+    device = _device(device_setting, info.local_rank, info.world)
+    mode = plan_mode(cfg.parallel, device, info)
+    if mode == "spawn":
+        spec = {
+            "model_id": model_id, "pairs": pairs, "out_dir": str(out_dir), "workdir": str(workdir),
+            "cfg": cfg.model_dump(), "seed": seed, "template": template, "revision": revision,
+            "trust_remote_code": trust_remote_code, "device_setting": device_setting, "stop_after": stop_after,
+        }
+        return spawn(spec, workdir, torch.cuda.device_count())
+    init_process_group(info, device)
     model, tok = load_student(model_id, revision, trust_remote_code, cfg, seed, device)
     examples = [encode_pair(tok, template, q, r, cfg.cutoff) for q, r in pairs]
     n_trunc = sum(e.truncated for e in examples)
-    if n_trunc:
+    if n_trunc and info.main:
         log.warning("truncated %d of %d examples to the cutoff of %d tokens", n_trunc, len(examples), cfg.cutoff)
     workdir.mkdir(parents=True, exist_ok=True)
-
-    def save_model(path: Path) -> None:
-        model.save_pretrained(path, safe_serialization=True)
-
-    def load_model_state(path: Path) -> None:
-        from safetensors.torch import load_file
-
-        state = load_file(str(path / "model.safetensors"), device=str(device))
-        model.load_state_dict(state, strict=False)
-
-    summary = run_loop(
-        model, examples, cfg, seed, workdir, tok.pad_token_id, device, save_model, load_model_state, stop_after=stop_after
-    )
-    summary |= {"examples": len(examples), "truncated": n_trunc}
+    par = Parallel(ResponseLoss(model), model, mode, info, device, use_bf16(cfg, device))
+    summary = run_loop(par, examples, cfg, seed, workdir, tok.pad_token_id, device, stop_after=stop_after)
+    summary |= {"examples": len(examples), "truncated": n_trunc, "method": cfg.method, "parallel": mode}
     if summary["steps"] < summary["total_steps"]:
         return summary | {"complete": False}
-    out_dir.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(out_dir, safe_serialization=True)
-    tok.save_pretrained(out_dir)
-    (out_dir / "train_summary.json").write_text(json.dumps(summary, indent=2))
-    shutil.copy(workdir / "train_log.jsonl", out_dir / "train_log.jsonl") if (workdir / "train_log.jsonl").exists() else None
+    full_state = par.full_model_state()  # collective under FSDP: every rank takes part
+    if info.main:
+        _save(model, tok, out_dir, cfg, device, full_state)
+        (out_dir / "train_summary.json").write_text(json.dumps(summary, indent=2))
+        if (workdir / LOG_FILE).exists():
+            shutil.copy(workdir / LOG_FILE, out_dir / LOG_FILE)
+    par.barrier()
     return summary | {"complete": True}
+
+
+def _save(model, tok, out_dir: Path, cfg: TrainingConfig, device: torch.device, state: dict | None) -> None:
+    """Save full weights in bf16 when trained in bf16 (fp32 master weights are not needed any more)."""
+    if cfg.method == "full" and use_bf16(cfg, device) and not cfg.from_scratch:
+        if state is not None:
+            state = {k: v.to(torch.bfloat16) if v.is_floating_point() else v for k, v in state.items()}
+        else:
+            model = model.to(torch.bfloat16)
+    save_checkpoint(model, tok, out_dir, cfg, state_dict=state)

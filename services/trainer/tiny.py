@@ -1,7 +1,7 @@
 """Tiny students built offline: a byte-level BPE tokenizer trained on a corpus plus a small Llama.
 
-Digits are split one per token (each digit is its own pre-token, with its leading space, before
-`ByteLevel`), which is what lets a 150k-parameter model learn multi-digit arithmetic.
+Digits are split one per token (`Digits(individual_digits=True)` before `ByteLevel`), so a digit
+is the same token wherever it stands, which is what lets a 150k-parameter model learn arithmetic.
 """
 
 from __future__ import annotations
@@ -33,16 +33,13 @@ TINY_SIZES: dict[str, TinySize] = {
 
 def train_tokenizer(texts: Iterable[str], vocab_size: int = 400):
     """A byte-level BPE tokenizer (digits split one per token) as a PreTrainedTokenizerFast."""
-    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
     tok = Tokenizer(models.BPE())
-    # One digit per pre-token, keeping a leading space with its digit (" 7" -> "Ġ7").
+    # Digits one per token, the same token wherever the digit stands (" 14" -> "Ġ", "1", "4").
     tok.pre_tokenizer = pre_tokenizers.Sequence(
-        [
-            pre_tokenizers.Split(Regex(r" ?[0-9]"), behavior="isolated"),
-            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True),
-        ]
+        [pre_tokenizers.Digits(individual_digits=True), pre_tokenizers.ByteLevel(add_prefix_space=False)]
     )
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(

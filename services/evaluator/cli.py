@@ -1,0 +1,155 @@
+"""`cotd evaluate`: score a checkpoint, or score existing generations without a model."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from services.evaluator.errors import EvaluationError
+from shared.datasets.base import DatasetError
+
+
+@click.command("evaluate")
+@click.option(
+    "--model", "model_dir", type=click.Path(exists=True, file_okay=False), help="Checkpoint folder."
+)
+@click.option(
+    "--predictions",
+    type=click.Path(exists=True, dir_okay=False),
+    help="Score this JSON/JSONL of outputs instead.",
+)
+@click.option(
+    "--dataset",
+    required=True,
+    help="Dataset name (svamp, gsm8k, aqua, math, csqa, openbookqa, strategyqa, arith).",
+)
+@click.option(
+    "--data-file", type=click.Path(exists=True, dir_okay=False), help="Local test file (default: the hub)."
+)
+@click.option(
+    "--gold",
+    "gold_file",
+    type=click.Path(exists=True, dir_okay=False),
+    help="Gold file (with --predictions).",
+)
+@click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path))
+@click.option(
+    "--template", default="auto", show_default=True, help="The template the student was trained with."
+)
+@click.option(
+    "--batch-size",
+    type=click.IntRange(min=1),
+    default=32,
+    show_default=True,
+    help="Prompts per generate call.",
+)
+@click.option("--max-new-tokens", type=click.IntRange(min=1), default=256, show_default=True)
+@click.option("--num-beams", type=click.IntRange(min=1), default=1, show_default=True, help="1 = greedy.")
+@click.option("--stop", multiple=True, help="A stop string (repeatable); the end token always stops.")
+@click.option(
+    "--sort/--no-sort",
+    "sort_by_length",
+    default=True,
+    show_default=True,
+    help="Batch prompts sorted by length.",
+)
+@click.option(
+    "--backend",
+    type=click.Choice(["transformers", "vllm", "auto"]),
+    default="transformers",
+    show_default=True,
+    help="vllm needs the vllm package (CUDA); auto picks it when available.",
+)
+@click.option("--limit", type=click.IntRange(min=0), default=None, help="Only the first N test items.")
+@click.option("--question-field", default=None, help="With --predictions: the question field.")
+@click.option("--output-field", default=None, help="With --predictions: the output field.")
+@click.option("--gold-field", default=None, help="With --predictions: the gold field.")
+@click.option("--device", default="auto", show_default=True)
+def evaluate(
+    model_dir: str | None,
+    predictions: str | None,
+    dataset: str,
+    data_file: str | None,
+    gold_file: str | None,
+    out: Path,
+    template: str,
+    batch_size: int,
+    max_new_tokens: int,
+    num_beams: int,
+    stop: tuple[str, ...],
+    sort_by_length: bool,
+    backend: str,
+    limit: int | None,
+    question_field: str | None,
+    output_field: str | None,
+    gold_field: str | None,
+    device: str,
+) -> None:
+    """Write predictions.jsonl and metrics.json (accuracy, 95% CI, n, extraction failures, tokens).
+
+    A malformed dataset item stops the command with one line naming the file and the line or
+    index; the partial predictions of an interrupted evaluation in --out are kept.
+    """
+    if bool(model_dir) == bool(predictions):
+        raise click.UsageError("give exactly one of --model or --predictions")
+    try:
+        metrics = _run(
+            model_dir, predictions, dataset, data_file, gold_file, out, template, batch_size, max_new_tokens,
+            num_beams, list(stop), sort_by_length, backend, limit, question_field, output_field, gold_field, device,
+        )  # fmt: skip
+    except (DatasetError, EvaluationError) as e:
+        raise click.ClickException(_one_line(e)) from None
+    click.echo(json.dumps(metrics))
+
+
+def _one_line(e: Exception) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__
+
+
+def _run(
+    model_dir: str | None,
+    predictions: str | None,
+    dataset: str,
+    data_file: str | None,
+    gold_file: str | None,
+    out: Path,
+    template: str,
+    batch_size: int,
+    max_new_tokens: int,
+    num_beams: int,
+    stop: list[str],
+    sort_by_length: bool,
+    backend: str,
+    limit: int | None,
+    question_field: str | None,
+    output_field: str | None,
+    gold_field: str | None,
+    device: str,
+) -> dict:
+    """Score predictions, or load the test set and evaluate the model; the metrics."""
+    if predictions:
+        from services.evaluator.predictions import score_predictions
+
+        return score_predictions(
+            predictions, dataset, gold_file or predictions, out, question_field, output_field, gold_field
+        )
+    from services.evaluator.evaluate import evaluate_model
+    from shared.config import EvaluationConfig
+    from shared.datasets.registry import load_questions
+
+    questions = load_questions(dataset, "test", data_file=data_file, limit=limit)
+    if not questions:
+        raise EvaluationError(f"{dataset}: the test set is empty")
+    cfg = EvaluationConfig(
+        batch_size=batch_size,
+        max_new_tokens=max_new_tokens,
+        num_beams=num_beams,
+        stop=stop,
+        sort_by_length=sort_by_length,
+    )
+    return evaluate_model(
+        model_dir, questions, out, cfg, template=template, device_setting=device, backend=backend
+    )

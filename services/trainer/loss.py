@@ -1,0 +1,62 @@
+"""The response-only causal LM loss, wrapped as one module so DDP/FSDP see a single forward.
+
+For common decoder families the LM head runs only on positions that carry a label (the
+response), not on prompt or padding positions: the same loss as the full-logits path, with
+less compute and no (batch x length x vocab) float tensor.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from services.trainer.data import IGNORE
+
+# Families whose ForCausalLM forward is exactly lm_head(decoder(x)) (no logit scaling or capping).
+FAST_FAMILIES = {
+    "llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2", "gemma3_text", "phi3", "bloom",
+    "olmo", "olmo2", "stablelm", "starcoder2", "smollm3", "gpt_neox",
+}
+
+
+def _base(lm: nn.Module) -> nn.Module:
+    """The transformers model under a peft wrapper (LoRA layers stay injected in it)."""
+    return lm.get_base_model() if hasattr(lm, "get_base_model") else lm
+
+
+def supports_fast_head(lm: nn.Module) -> bool:
+    """Whether the selected-positions LM head gives the model's own logits."""
+    base = _base(lm)
+    cfg = getattr(base, "config", None)
+    if cfg is None or getattr(cfg, "model_type", None) not in FAST_FAMILIES:
+        return False
+    text_cfg = cfg.get_text_config() if hasattr(cfg, "get_text_config") else cfg
+    if getattr(text_cfg, "final_logit_softcapping", None):
+        return False
+    return hasattr(base, "get_decoder") and base.get_output_embeddings() is not None
+
+
+class ResponseLoss(nn.Module):
+    """`forward(input_ids, attention_mask, labels, n_label)` -> summed token CE / n_label."""
+
+    def __init__(self, lm: nn.Module, fast: bool | None = None):
+        super().__init__()
+        self.lm = lm
+        self.fast = supports_fast_head(lm) if fast is None else fast
+
+    def forward(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, labels: torch.Tensor, n_label: int
+    ) -> torch.Tensor:
+        shift_labels = labels[:, 1:]
+        keep = shift_labels != IGNORE
+        if self.fast:
+            base = _base(self.lm)
+            hidden = base.get_decoder()(input_ids=input_ids, attention_mask=attention_mask, use_cache=False)
+            h = hidden.last_hidden_state[:, :-1][keep]
+            logits = base.get_output_embeddings()(h).float()
+            target = shift_labels[keep]
+        else:
+            out = self.lm(input_ids=input_ids, attention_mask=attention_mask, use_cache=False)
+            logits = out.logits[:, :-1][keep].float()
+            target = shift_labels[keep]
+        return nn.functional.cross_entropy(logits, target, reduction="sum") / max(1, n_label)
