@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
-from services.generator.stats import cot_stats
+from services.generator.stats import cot_stats, token_counter
 from shared.answers import extract_answer, is_correct
 from shared.cotset import COT_FILE, CotRecord, write_records
-from shared.datasets.base import Question
+from shared.datasets.base import Question, TaskType, parse_choices
 from shared.datasets.splits import load_split
 from shared.specs import CotSetSpec
+
+MANIFEST_FILE = "manifest.json"
+SERVER_KINDS = ("tgi", "openai")
 
 
 def teacher_records(spec: CotSetSpec, questions: list[Question], workdir: Path) -> list[CotRecord]:
@@ -31,32 +36,46 @@ def teacher_records(spec: CotSetSpec, questions: list[Question], workdir: Path) 
     return remote_records(spec, questions, workdir)
 
 
-def grade_records(records: list[CotRecord], questions: list[Question], keep: str) -> list[CotRecord]:
-    """Parse "The answer is X", grade against gold, and apply the filter policy."""
+def grade_records(
+    records: list[CotRecord], questions: list[Question], keep: str, task: TaskType | None = None
+) -> list[CotRecord]:
+    """Parse "The answer is X", grade against gold, and apply the filter policy.
+
+    Records whose question is not among `questions` are still parsed when `task` is given (gold
+    stays unknown, `correct` None). A reply without "The answer is" keeps its raw text, parsed False.
+    """
     by_id = {q.id: q for q in questions}
     out = []
     for r in records:
         q = by_id.get(r.id)
-        task = q.task if q else None
-        upd: dict = {"gold": q.gold if q else r.gold}
-        if r.error is None and r.rationale and task is not None:
-            ext = extract_answer(r.rationale, task, q.choices if q else None)
+        rtask = q.task if q else task
+        upd: dict[str, Any] = {"gold": q.gold if q else r.gold}
+        if r.error is None and r.rationale and rtask is not None:
+            choices = q.choices if q else (parse_choices(r.question) if rtask is TaskType.CHOICE else None)
+            ext = extract_answer(r.rationale, rtask, choices)
             upd["answer"] = ext.value
             upd["parsed"] = ext.rule == "answer_is" and ext.value is not None
-            upd["correct"] = is_correct(ext.value, q.gold, task) if ext.value is not None else False
-        rec = r.model_copy(update=upd)
-        kept = rec.error is None and bool(rec.rationale) and (keep == "keep-all" or bool(rec.correct))
-        out.append(rec.model_copy(update={"kept": kept}))
+            if q is not None:
+                upd["correct"] = is_correct(ext.value, q.gold, rtask) if ext.value is not None else False
+        correct = upd.get("correct", r.correct)
+        upd["kept"] = r.error is None and bool(r.rationale) and (keep == "keep-all" or bool(correct))
+        out.append(r.model_copy(update=upd))
     return out
 
 
-def build_cotset(spec: CotSetSpec, workdir: Path, out_dir: Path, count_tokens=None) -> dict:
-    """Write `cot.jsonl` into `out_dir` and return the manifest fields (spec, filter, stats)."""
-    questions = load_split(spec.dataset, "train")
-    records = grade_records(teacher_records(spec, questions, workdir), questions, spec.teacher.filter)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    write_records(out_dir / COT_FILE, records)
-    manifest = {
+def _count_outcomes(spec: CotSetSpec, records: list[CotRecord]) -> None:
+    from shared.metrics import GENERATOR_RATIONALES
+
+    for r in records:
+        if r.error is not None:
+            continue
+        outcome = "unparsed" if not r.parsed else ("correct" if r.correct else "incorrect")
+        GENERATOR_RATIONALES.labels(teacher=spec.teacher.name, outcome=outcome).inc()
+
+
+def manifest_fields(spec: CotSetSpec, records: list[CotRecord], count_tokens: Callable[[str], int] | None, tokenizer: str) -> dict:
+    """The manifest of a CoT set (spec, teacher, sampling, statistics)."""
+    return {
         "spec": json.loads(spec.model_dump_json()),
         "teacher": spec.teacher.name,
         "teacher_kind": spec.teacher.kind,
@@ -72,6 +91,52 @@ def build_cotset(spec: CotSetSpec, workdir: Path, out_dir: Path, count_tokens=No
             "top_p": spec.teacher.top_p,
             "max_new_tokens": spec.teacher.max_new_tokens,
         },
+        "tokenizer": tokenizer,
         "stats": cot_stats(records, count_tokens),
     }
+
+
+def _counter(spec: CotSetSpec, count_tokens: Callable[[str], int] | None) -> tuple[Callable[[str], int], str]:
+    if count_tokens is not None:
+        return count_tokens, "given"
+    model = spec.teacher.model if spec.teacher.kind in SERVER_KINDS else None
+    return token_counter(model, spec.teacher.revision)
+
+
+def write_cotset(
+    spec: CotSetSpec,
+    records: list[CotRecord],
+    questions: list[Question],
+    out_dir: Path,
+    count_tokens: Callable[[str], int] | None = None,
+    extra: dict | None = None,
+) -> dict:
+    """Grade `records`, write `cot.jsonl` and `manifest.json` into `out_dir`; return the manifest."""
+    from shared.datasets.registry import task_type
+
+    graded = grade_records(records, questions, spec.teacher.filter, task_type(spec.dataset.name))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_records(out_dir / COT_FILE, graded)
+    fn, tok_name = _counter(spec, count_tokens)
+    manifest = manifest_fields(spec, graded, fn, tok_name) | {"key": spec.key} | (extra or {})
+    (out_dir / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2))
     return manifest
+
+
+def build_cotset(spec: CotSetSpec, workdir: Path, out_dir: Path, count_tokens=None) -> dict:
+    """Write `cot.jsonl` into `out_dir` and return the manifest fields (spec, filter, stats).
+
+    Token statistics use `count_tokens` when given, else the teacher's tokenizer when it loads
+    (tgi/openai teachers with a local or cached model), else the regex fallback of `stats.py`.
+    """
+    from shared.datasets.registry import task_type
+
+    questions = load_split(spec.dataset, "train")
+    task = task_type(spec.dataset.name)
+    records = grade_records(teacher_records(spec, questions, workdir), questions, spec.teacher.filter, task)
+    if spec.teacher.kind in SERVER_KINDS:
+        _count_outcomes(spec, records)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_records(out_dir / COT_FILE, records)
+    fn, tok_name = _counter(spec, count_tokens)
+    return manifest_fields(spec, records, fn, tok_name)

@@ -7,23 +7,49 @@ from pathlib import Path
 
 import click
 
+TEACHER_KINDS = ["procedural", "answer-only", "human", "recorded", "tgi", "openai"]
+
 
 @click.command("generate")
-@click.option("--teacher", "teacher_kind", required=True,
-              type=click.Choice(["procedural", "answer-only", "human", "recorded", "tgi", "openai"]))
+@click.option("--teacher", "teacher_kind", required=True, type=click.Choice(TEACHER_KINDS))
 @click.option("--dataset", required=True)
 @click.option("--train-file", default=None, help="Local train questions (default: the hub, or arith).")
 @click.option("--level", type=click.IntRange(1, 6), default=None)
 @click.option("--format", "fmt", type=click.Choice(["cot", "subquestion", "rar", "symbolic"]), default="cot")
 @click.option("--limit", type=int, default=None, help="Only the first N train questions.")
+@click.option("--name", default=None, help="Teacher label (default: the model, or the kind).")
+@click.option("--model", default=None, help="tgi/openai: teacher model id or path (its tokenizer gives the chat template).")
+@click.option("--revision", default=None, help="Teacher model revision.")
+@click.option("--base-url", default=None, help="tgi: server root (or .../generate); openai: .../v1.")
+@click.option("--route", type=click.Choice(["chat", "generate"]), default="chat", show_default=True,
+              help="tgi: /v1/chat/completions, or /generate with the chat template applied here.")
+@click.option("--api-key-env", default=None, help="Environment variable holding the API key.")
+@click.option("--files", default=None, help="recorded: a file, or a template with {level} and {format}.")
+@click.option("--concurrency", type=int, default=8, show_default=True, help="Max requests in flight (adaptive).")
+@click.option("--max-new-tokens", type=int, default=512, show_default=True)
+@click.option("--temperature", type=float, default=0.0, show_default=True)
+@click.option("--timeout", "timeout_s", type=float, default=120.0, show_default=True, help="Per-request timeout (s).")
+@click.option("--max-retries", type=int, default=6, show_default=True)
+@click.option("--filter", "keep", type=click.Choice(["keep-all", "keep-correct"]), default="keep-all", show_default=True)
 @click.option("--out", required=True, type=click.Path(path_type=Path), help="Output folder (cot.jsonl + manifest.json).")
-def generate(teacher_kind: str, dataset: str, train_file: str | None, level: int | None, fmt: str, limit: int | None, out: Path) -> None:
-    """Write one CoT set (teacher x level x format)."""
-    from services.generator.build import build_cotset
+def generate(
+    teacher_kind: str, dataset: str, train_file: str | None, level: int | None, fmt: str, limit: int | None,
+    name: str | None, model: str | None, revision: str | None, base_url: str | None, route: str,
+    api_key_env: str | None, files: str | None, concurrency: int, max_new_tokens: int, temperature: float,
+    timeout_s: float, max_retries: int, keep: str, out: Path,
+) -> None:
+    """Write one CoT set (teacher x level x format); a rerun resumes a server teacher's work."""
+    from services.generator.build import MANIFEST_FILE, build_cotset
     from shared.grid import prompt_version
     from shared.specs import CotSetSpec, DatasetRef, TeacherSpec
 
-    teacher = TeacherSpec(name=teacher_kind, kind=teacher_kind)
+    teacher = TeacherSpec(
+        name=name or model or teacher_kind, kind=teacher_kind, model=model, revision=revision, base_url=base_url,
+        route=route, api_key_env=api_key_env, files=files, concurrency=concurrency, max_new_tokens=max_new_tokens,
+        temperature=temperature, timeout_s=timeout_s, max_retries=max_retries, filter=keep,
+    )
+    if teacher_kind in ("tgi", "openai") and level is None:
+        raise click.UsageError(f"--teacher {teacher_kind} needs --level 1..6")
     spec = CotSetSpec(
         dataset=DatasetRef(name=dataset, train_file=train_file, train_size=limit),
         teacher=teacher,
@@ -31,8 +57,9 @@ def generate(teacher_kind: str, dataset: str, train_file: str | None, level: int
         format=fmt if teacher.uses_levels else None,
         prompt_version=prompt_version(teacher_kind),
     )
-    manifest = build_cotset(spec, out, out)
-    (out / "manifest.json").write_text(json.dumps(manifest | {"key": spec.key}, indent=2))
+    out.mkdir(parents=True, exist_ok=True)
+    manifest = build_cotset(spec, out, out) | {"key": spec.key}
+    (out / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2))
     click.echo(json.dumps(manifest["stats"]))
 
 
@@ -41,6 +68,75 @@ def data() -> None:
     """Dataset and CoT set utilities."""
 
 
+@data.command("stats")
+@click.argument("file", type=click.Path(exists=True, path_type=Path))
+@click.option("--dataset", required=True, help="Dataset name (sets the answer type).")
+@click.option("--gold", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="Any file of the dataset with gold answers (e.g. the paper's *_only_ans.json).")
+@click.option("--tokenizer", default=None, help="Tokenizer path or id for token counts.")
+@click.option("--column", default=None, help="The rationale field, when not output / <teacher>_output.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def stats_cmd(file: Path, dataset: str, gold: Path | None, tokenizer: str | None, column: str | None, as_json: bool) -> None:
+    """Statistics of a CoT file: parse rate, teacher accuracy (with --gold), length, steps, diversity."""
+    from services.generator.stats import file_stats
+
+    s = file_stats(file, dataset, gold, tokenizer, column)
+    if as_json:
+        click.echo(json.dumps(s))
+        return
+    for k, v in s.items():
+        click.echo(f"{k}: {v}")
+
+
+@data.command("import-paper")
+@click.argument("folder", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path))
+@click.option("--no-grade", is_flag=True, help="Do not grade against the answer-only files.")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+def import_paper_cmd(folder: Path, out: Path, no_grade: bool, as_json: bool) -> None:
+    """The paper's released files as `recorded` CoT sets (one folder each) under OUT."""
+    from services.generator.paper import import_paper
+
+    summary = import_paper(folder, out, grade=not no_grade)
+    if as_json:
+        click.echo(json.dumps(summary))
+        return
+    for it in summary["imported"]:
+        lvl = it["level"] if it["level"] is not None else "-"
+        click.echo(f"imported {it['file']} -> {it['dir']} ({it['dataset']}, {it['teacher']}, level {lvl}, "
+                   f"{it['format'] or '-'}, {it['items']} items)")
+    if summary["unclassified"]:
+        click.echo(f"unclassified: {', '.join(summary['unclassified'])}")
+    click.echo(f"{len(summary['imported'])} CoT sets written to {out}")
+
+
+@data.command("export-llamafactory")
+@click.argument("cotsets", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
+@click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path))
+@click.option("--all", "include_all", is_flag=True, help="Also export items the filter left out.")
+def export_llamafactory_cmd(cotsets: tuple[Path, ...], out: Path, include_all: bool) -> None:
+    """CoT sets as alpaca files plus LLaMA-Factory's dataset_info.json."""
+    from services.generator.export import export_llamafactory
+
+    info = export_llamafactory(list(cotsets), out, include_all)
+    for name, entry in info.items():
+        click.echo(f"{name}: {out / entry['file_name']}")
+
+
 @click.group("teacher")
 def teacher() -> None:
     """Teacher servers."""
+
+
+@teacher.command("serve")
+@click.option("--model", required=True, help="Local model folder (or hub id) of a causal LM.")
+@click.option("--port", type=int, default=8080, show_default=True)
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--max-batch", type=int, default=16, show_default=True, help="Requests per batched generate.")
+@click.option("--batch-wait-ms", type=float, default=5.0, show_default=True, help="How long a batch collects requests.")
+@click.option("--threads", type=int, default=None, help="torch CPU threads.")
+def serve_cmd(model: str, port: int, host: str, max_batch: int, batch_wait_ms: float, threads: int | None) -> None:
+    """A TGI-protocol server (/generate, /generate_stream, /v1/chat/completions, /info, /health)."""
+    from services.generator.server import ServeConfig, serve
+
+    serve(ServeConfig(model=model, host=host, port=port, max_batch=max_batch, batch_wait_ms=batch_wait_ms, threads=threads))

@@ -1,13 +1,22 @@
-"""CoT set statistics (pure functions): parse rate, teacher accuracy, length, steps, diversity."""
+"""CoT set statistics (pure functions): parse rate, teacher accuracy, length, steps, diversity.
+
+Tokens are counted with the teacher's tokenizer when one loads (a local path, or a hub id already
+in the local cache: nothing is downloaded for statistics). Otherwise `fallback_tokens` counts
+word runs and single punctuation marks, never whitespace (``"3+4=7."`` is 6 tokens); the manifest
+names which counter was used (``tokenizer``: the model id, or ``regex-fallback``).
+"""
 
 from __future__ import annotations
 
 import math
 import re
 from collections.abc import Callable
+from pathlib import Path
 
 from shared.cotset import CotRecord
 
+_TOKEN = re.compile(r"\w+|[^\w\s]")
+FALLBACK_TOKENIZER = "regex-fallback"
 _SENT = re.compile(r"(?<=[.!?])\s+|\n+")
 _ANSWER = re.compile(r"The answer is", re.I)
 
@@ -23,7 +32,7 @@ def distinct_n(texts: list[str], n: int = 2) -> float:
     total, seen = 0, set()
     for t in texts:
         w = t.split()
-        grams = [tuple(w[i : i + n]) for i in range(len(w) - n + 1)]
+        grams = list(zip(*(w[i:] for i in range(n)), strict=False))
         total += len(grams)
         seen.update(grams)
     return len(seen) / total if total else 0.0
@@ -59,3 +68,62 @@ def cot_stats(records: list[CotRecord], count_tokens: Callable[[str], int] | Non
         toks = [count_tokens(t) for t in texts]
         stats |= {"mean_tokens": sum(toks) / len(toks), "p90_tokens": _p90(toks)}
     return stats
+
+
+def fallback_tokens(text: str) -> int:
+    """Tokens without a tokenizer: runs of word characters plus each punctuation mark."""
+    return len(_TOKEN.findall(text))
+
+
+def tokenizer_counter(tokenizer) -> Callable[[str], int]:
+    """A token counter over a transformers tokenizer (no special tokens)."""
+
+    def count(text: str) -> int:
+        return len(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    return count
+
+
+def token_counter(model: str | None, revision: str | None = None) -> tuple[Callable[[str], int], str]:
+    """(counter, name): the model's tokenizer if it loads without a download, else the fallback."""
+    if model:
+        try:
+            from transformers import AutoTokenizer
+
+            tok = AutoTokenizer.from_pretrained(model, revision=revision, local_files_only=True)
+            return tokenizer_counter(tok), model
+        except Exception:  # not local, not cached, or not a tokenizer: use the fallback
+            pass
+    return fallback_tokens, FALLBACK_TOKENIZER
+
+
+def file_stats(
+    path: str | Path,
+    dataset: str,
+    gold: str | Path | None = None,
+    tokenizer: str | None = None,
+    column: str | None = None,
+) -> dict:
+    """`cot_stats` of a CoT file (CoT set, paper file or alpaca), graded against a gold file if given.
+
+    The gold file may be any file the dataset's loader reads (the paper's answer-only files too);
+    records are joined to it by question id (normalised question text). Without gold,
+    ``teacher_accuracy`` is None. ``graded`` counts the records that found their gold answer.
+    """
+    from services.generator.build import grade_records
+    from services.generator.cotfiles import read_cot_file
+    from shared.datasets.registry import canonical_name, load_questions, task_type
+
+    name = canonical_name(dataset)
+    records = read_cot_file(path, name, column)
+    questions = load_questions(name, "train", data_file=gold, skip_invalid=True) if gold else []
+    graded = grade_records(records, questions, "keep-all", task_type(name))
+    count, tok_name = (None, None)
+    if tokenizer:
+        from transformers import AutoTokenizer
+
+        count, tok_name = tokenizer_counter(AutoTokenizer.from_pretrained(tokenizer)), tokenizer
+    out = cot_stats(graded, count)
+    out["graded"] = sum(r.correct is not None for r in graded)
+    out["tokenizer"] = tok_name
+    return out

@@ -1,40 +1,103 @@
-"""`cotd train` and `cotd model init-tiny`."""
+"""`cotd train` and `cotd model init-tiny`.
+
+The training options are generated from `TrainingConfig`, so `cotd train --help` shows the same
+help text and defaults (the paper's) as the grid's `training:` block.
+"""
 
 from __future__ import annotations
 
 import json
+import typing
+from collections.abc import Callable
 from pathlib import Path
 
 import click
 
 from shared.config import TrainingConfig
 
+# Fields that are settable in the grid but make no sense per command line run.
+_HIDDEN: set[str] = set()
+
+
+def _option(name: str) -> Callable:
+    """A click option for one TrainingConfig field (choices for Literals, flags for bools)."""
+    field = TrainingConfig.model_fields[name]
+    flag = "--" + name.replace("_", "-")
+    default = field.default
+    ann = field.annotation
+    if ann is bool:
+        return click.option(f"{flag}/--no-{flag[2:]}", name, default=default, show_default=True, help=field.description)
+    if typing.get_origin(ann) is typing.Literal:
+        return click.option(flag, name, type=click.Choice(list(typing.get_args(ann))), default=default,
+                            show_default=True, help=field.description)
+    if name == "lora_target_modules":
+        return click.option(flag, name, default=default, show_default=True,
+                            help=f"{field.description} Comma-separated names, or all-linear.")
+    args = [a for a in typing.get_args(ann) if a is not type(None)] or [ann]
+    return click.option(flag, name, type=args[0], default=default, show_default=default is not None, help=field.description)
+
+
+def training_options(func: Callable) -> Callable:
+    """Decorate a command with one option per TrainingConfig field."""
+    for name in reversed(list(TrainingConfig.model_fields)):
+        if name not in _HIDDEN:
+            func = _option(name)(func)
+    return func
+
+
+def resolve_cot(cot: str) -> Path:
+    """A CoT file/folder path, or the folder of a CoT set key in the artifact store (COTD_STORE_DIR)."""
+    p = Path(cot).expanduser()
+    if p.exists():
+        return p
+    from shared.artifacts import open_store
+
+    store = open_store()
+    try:
+        if store.exists("cotsets", cot):
+            return store.fetch("cotsets", cot)
+    except ValueError:
+        pass
+    where = getattr(store, "root", "the artifact store")
+    raise click.BadParameter(f"{cot!r} is neither a file nor a CoT set key in {where}", param_hint="--cot")
+
 
 @click.command("train")
 @click.option("--student", required=True, help="Hub id or local path of the student.")
-@click.option("--cot", "cot", required=True, help="CoT set: a folder, cot.jsonl, or an alpaca JSON/JSONL file.")
+@click.option("--cot", "cot", required=True,
+              help="CoT set: a folder, cot.jsonl, an alpaca JSON/JSONL file, or a CoT set key in the artifact store.")
 @click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path), help="Checkpoint folder.")
-@click.option("--method", type=click.Choice(["full", "lora", "qlora"]), default="full", show_default=True)
-@click.option("--template", type=click.Choice(["auto", "llama3", "gemma", "alpaca", "chatml"]), default="auto", show_default=True)
-@click.option("--epochs", type=float, default=3.0, show_default=True)
-@click.option("--max-steps", type=int, default=None, help="Optimizer steps (overrides --epochs).")
-@click.option("--lr", type=float, default=5e-5, show_default=True)
-@click.option("--warmup-steps", type=int, default=0, show_default=True)
-@click.option("--global-batch-size", type=int, default=64, show_default=True)
-@click.option("--micro-batch-size", type=int, default=8, show_default=True)
-@click.option("--cutoff", type=int, default=4096, show_default=True)
-@click.option("--seed", type=int, default=100, show_default=True)
-@click.option("--from-scratch", is_flag=True, help="Random init (tiny students).")
-@click.option("--device", default="auto", show_default=True)
-def train(student: str, cot: str, out: Path, method: str, template: str, device: str, seed: int, **kw) -> None:
+@click.option("--template", type=click.Choice(["auto", "llama3", "gemma", "alpaca", "chatml"]), default="auto",
+              show_default=True, help="Prompt template; auto = the tokenizer's chat template, else alpaca.")
+@click.option("--seed", type=int, default=100, show_default=True, help="Seed for init, data order and dropout.")
+@click.option("--revision", default=None, help="Hub revision of the student.")
+@click.option("--trust-remote-code", is_flag=True, help="Allow the student's custom modelling code.")
+@click.option("--workdir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Resumable state (default: .OUT.work beside OUT); rerun the same command to resume.")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N.")
+@training_options
+def train(student: str, cot: str, out: Path, template: str, seed: int, revision: str | None, trust_remote_code: bool,
+          workdir: Path | None, device: str, **kw) -> None:
     """Fine-tune one student on one CoT set (paper defaults: full, lr 5e-5, 3 epochs, batch 64, cosine)."""
+    from services.trainer.loop import TrainingError
     from services.trainer.recipe import train_sft
     from shared.cotset import read_training_pairs
 
-    cfg = TrainingConfig(method=method, **{k: v for k, v in kw.items() if v is not None})
-    pairs = read_training_pairs(cot)
-    summary = train_sft(student, pairs, out, out.parent / f".{out.name}.work", cfg, seed, template=template, device_setting=device)
-    click.echo(json.dumps(summary))
+    targets = kw.get("lora_target_modules")
+    if isinstance(targets, str) and targets != "all-linear":
+        kw["lora_target_modules"] = [t.strip() for t in targets.split(",") if t.strip()]
+    cfg = TrainingConfig(**{k: v for k, v in kw.items() if v is not None})
+    try:
+        pairs = read_training_pairs(resolve_cot(cot))
+    except ValueError as e:
+        raise click.BadParameter(str(e), param_hint="--cot") from None
+    work = workdir or out.parent / f".{out.name}.work"
+    try:
+        summary = train_sft(student, pairs, out, work, cfg, seed, template=template, revision=revision,
+                            trust_remote_code=trust_remote_code, device_setting=device)
+    except TrainingError as e:
+        raise click.ClickException(str(e)) from None
+    click.echo(json.dumps({k: v for k, v in summary.items() if k != "losses"}))
 
 
 @click.group("model")

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from shared.cotset import CotRecord
-from shared.datasets.base import DatasetError, Question, question_id
+from shared.datasets.base import DatasetError, Question
 from shared.specs import CotSetSpec, recorded_path
 
 
@@ -41,26 +43,24 @@ def human_records(questions: list[Question]) -> list[CotRecord]:
 
 
 def recorded_records(spec: CotSetSpec, questions: list[Question]) -> list[CotRecord]:
-    """Rationales read from alpaca JSON/JSONL files, joined to the train questions by text.
+    """Rationales read from the paper's files or any alpaca JSON/JSONL, joined to the train questions.
 
-    With no train questions (no train file in the grid), the file's own questions are used.
+    The join is by question id (dataset name + normalised question text). A train question the file
+    lacks is recorded with an error, not dropped. With no train questions (no train file in the
+    grid), the file's own questions are used. A malformed item raises `DatasetError` naming the file
+    and the item index.
     """
-    from shared.datasets.files import read_records
+    from services.generator.cotfiles import read_cot_file
 
     if not spec.teacher.files:
         raise ValueError(f"teacher {spec.teacher.name}: kind recorded needs `files`")
     path = recorded_path(spec.teacher.files, spec.level, spec.format)
-    out = []
-    for rec in read_records(path):
-        qtext = rec.data.get("instruction", rec.data.get("question", rec.data.get("problem")))
-        rationale = rec.data.get("output")
-        for k, v in rec.data.items():
-            if k.endswith("_output") and isinstance(v, str):
-                rationale = v  # the paper's MATH files: <teacher>_output
-        if not isinstance(qtext, str) or not isinstance(rationale, str):
-            raise DatasetError(f"{rec.source}: {rec.where}: needs instruction/question/problem and output fields")
-        out.append(CotRecord(id=question_id(spec.dataset.name, qtext), question=qtext.strip(), rationale=rationale.strip()))
-    if questions:
-        wanted = {q.id for q in questions}
-        out = [r for r in out if r.id in wanted]
-    return out
+    if not Path(path).exists():
+        raise DatasetError(f"{path}: recorded file not found (teacher {spec.teacher.name})")
+    by_id: dict[str, CotRecord] = {}
+    for rec in read_cot_file(path, spec.dataset.name):
+        by_id.setdefault(rec.id, rec)
+    if not questions:
+        return list(by_id.values())
+    missing = f"no rationale for this question in {Path(path).name}"
+    return [by_id.get(q.id) or CotRecord(id=q.id, question=q.text, error=missing) for q in questions]

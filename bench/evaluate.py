@@ -1,0 +1,147 @@
+"""Benchmark: batched, length-sorted evaluation against the paper's one-prompt-per-call generation.
+
+A tiny student (`init_tiny` size "s") is trained briefly on procedural level-3 arith rationales of
+1 to 6 operations, so its outputs have realistic, varied lengths. The same 300 test prompts (a mix
+of 1..6 operations) are then generated three ways in one process, rounds interleaved:
+
+- paper:    one prompt per `generate` call (what a plain evaluation loop does);
+- unsorted: batches of `--batch-size` in dataset order;
+- sorted:   batches of `--batch-size` grouped by prompt length (the evaluator's default).
+
+The three must give identical outputs (greedy). Prints ``BENCH evaluate key=value ...`` and writes
+``bench/results/evaluate.json``. Run: ``python bench/evaluate.py`` (about 2-4 minutes on 1 CPU core).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import torch  # noqa: E402
+
+from services.evaluator.evaluate import load_for_inference  # noqa: E402
+from services.evaluator.generate import Generation, generate_batched  # noqa: E402
+from services.generator.teachers.procedural import rationale  # noqa: E402
+from services.trainer.recipe import train_sft  # noqa: E402
+from services.trainer.templates import end_token, render_prompt  # noqa: E402
+from services.trainer.tiny import init_tiny  # noqa: E402
+from shared.config import TrainingConfig  # noqa: E402
+from shared.datasets.arith import make_problems  # noqa: E402
+from shared.specs import ArithParams  # noqa: E402
+
+OPS = (1, 2, 3, 4, 5, 6)
+
+
+def train_student(work: Path, steps: int, seed: int = 0) -> Path:
+    """A tiny student trained `steps` steps on level-3 rationales of 1..6 operations."""
+    base = init_tiny(work / "base", size="s", seed=seed)
+    pairs = [(p.text, rationale(p, 3)) for n in OPS for p in make_problems(ArithParams(n_ops=n), "train", 600)]
+    cfg = TrainingConfig(
+        lr=6e-3,
+        warmup_steps=min(30, steps // 5),
+        max_steps=steps,
+        global_batch_size=16,
+        micro_batch_size=16,
+        from_scratch=True,
+        save_every_steps=10**6,
+    )
+    out = work / "student"
+    train_sft(str(base), pairs, out, work / "train", cfg, seed=seed, device_setting="cpu")
+    return out
+
+
+def bench_prompts(n: int) -> list[str]:
+    """`n` test questions, cycling through 1..6 operations so prompt and output lengths vary."""
+    per = -(-n // len(OPS))
+    by_ops = [make_problems(ArithParams(n_ops=k), "test", per) for k in OPS]
+    return [by_ops[i % len(OPS)][i // len(OPS)].text for i in range(n)]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--prompts", type=int, default=300)
+    ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument("--max-new-tokens", type=int, default=128)
+    ap.add_argument("--train-steps", type=int, default=150)
+    ap.add_argument("--rounds", type=int, default=2, help="Interleaved rounds of the three modes.")
+    ap.add_argument("--threads", type=int, default=1)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        t = time.perf_counter()
+        student = train_student(Path(tmp), args.train_steps)
+        train_s = time.perf_counter() - t
+        model, tok = load_for_inference(student, torch.device("cpu"))
+        prompts = [render_prompt("auto", tok, q) for q in bench_prompts(args.prompts)]
+        end_ids = [tok.convert_tokens_to_ids(end_token("auto", tok))]
+
+        def run(batch_size: int, sort: bool) -> tuple[float, list[Generation]]:
+            t0 = time.perf_counter()
+            gens = generate_batched(model, tok, prompts, batch_size, args.max_new_tokens, end_ids, sort_by_length=sort)
+            return time.perf_counter() - t0, gens
+
+        modes = {"paper": (1, False), "unsorted": (args.batch_size, False), "sorted": (args.batch_size, True)}
+        run(args.batch_size, True)  # warm-up
+        times: dict[str, list[float]] = {m: [] for m in modes}
+        outputs: dict[str, list[Generation]] = {}
+        for r in range(args.rounds):
+            order = list(modes) if r % 2 == 0 else list(reversed(modes))
+            for m in order:
+                secs, gens = run(*modes[m])
+                times[m].append(secs)
+                if m in outputs and outputs[m] != gens:
+                    raise AssertionError(f"{m}: outputs changed between rounds")
+                outputs[m] = gens
+
+    for m in ("unsorted", "sorted"):
+        diff = sum(a != b for a, b in zip(outputs["paper"], outputs[m], strict=True))
+        if diff:
+            raise AssertionError(f"{m} batching changed {diff} of {len(prompts)} outputs against one-at-a-time")
+    gens = outputs["sorted"]
+    tokens = sum(g.n_tokens for g in gens)
+    lengths = [g.n_tokens for g in gens]
+    best = {m: min(v) for m, v in times.items()}
+    result = {
+        "prompts": len(prompts),
+        "batch_size": args.batch_size,
+        "max_new_tokens": args.max_new_tokens,
+        "train_steps": args.train_steps,
+        "train_s": round(train_s, 1),
+        "rounds": args.rounds,
+        "output_tokens": tokens,
+        "output_tokens_min": min(lengths),
+        "output_tokens_mean": round(statistics.mean(lengths), 1),
+        "output_tokens_max": max(lengths),
+        "hit_max_new_tokens": sum(n >= args.max_new_tokens for n in lengths),
+        "nonempty_outputs": sum(bool(g.text) for g in gens),
+        "paper_s": round(best["paper"], 3),
+        "unsorted_s": round(best["unsorted"], 3),
+        "sorted_s": round(best["sorted"], 3),
+        "all_s": {m: [round(x, 3) for x in v] for m, v in times.items()},
+        "tokens_per_s_sorted": round(tokens / best["sorted"], 1),
+        "speedup_vs_paper": round(best["paper"] / best["sorted"], 2),
+        "speedup_vs_unsorted": round(best["unsorted"] / best["sorted"], 2),
+        "identical_predictions": True,
+        "threads": args.threads,
+        "device": "cpu",
+    }
+    out = ROOT / "bench" / "results" / "evaluate.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    print("sample outputs:", *[repr(g.text) for g in gens[:3]], sep="\n  ")
+    print(json.dumps(result, indent=2))
+    keys = ("prompts", "batch_size", "paper_s", "unsorted_s", "sorted_s", "speedup_vs_paper", "speedup_vs_unsorted")
+    print("BENCH evaluate " + " ".join(f"{k}={result[k]}" for k in keys) + " identical_predictions=true")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,53 @@
+"""No-op stages (`COTD_STAGE_MODE=noop`): trivial artifacts through the real store and queues.
+
+They measure the orchestration's own overhead (queue, Redis state, artifact I/O): each reads its
+input artifact and publishes a small one, atomically, under the same key as the real stage would.
+Use them only against a dedicated bucket: their artifacts would shadow real ones.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+
+from shared.artifacts import ArtifactStore
+from shared.specs import CheckpointSpec, CotSetSpec, EvalSpec
+from shared.stages import StageResult
+
+
+def _publish(store: ArtifactStore, kind: str, key: str, files: dict[str, str], manifest: dict) -> StageResult:
+    if (m := store.manifest(kind, key)) is not None:
+        return StageResult(kind=kind, key=key, cached=True, manifest=m)
+    out = store.scratch(kind, key) / "out"
+    shutil.rmtree(out, ignore_errors=True)
+    out.mkdir(parents=True)
+    for name, text in files.items():
+        (out / name).write_text(text)
+    published = store.publish(kind, key, out, {**manifest, "noop": True})
+    shutil.rmtree(out.parent, ignore_errors=True)
+    return StageResult(kind=kind, key=key, cached=False, manifest=published)
+
+
+def noop_generate(spec: CotSetSpec, store: ArtifactStore) -> StageResult:
+    """A one-record CoT set."""
+    rec = {"id": "noop", "question": "1+1?", "rationale": "The answer is 2.", "gold": "2", "parsed": True, "correct": True}
+    stats = {"items": 1, "failed": 0, "kept": 1, "answer_parsed_rate": 1.0, "teacher_accuracy": 1.0}
+    return _publish(store, "cotsets", spec.key, {"cot.jsonl": json.dumps(rec) + "\n"}, {"teacher": spec.teacher.name, "stats": stats})
+
+
+def noop_train(spec: CheckpointSpec, store: ArtifactStore) -> StageResult:
+    """A checkpoint folder holding a hash of its CoT set."""
+    src = store.fetch("cotsets", spec.cot.key) / "cot.jsonl"
+    digest = hashlib.sha256(src.read_bytes()).hexdigest()
+    return _publish(store, "checkpoints", spec.key, {"weights.txt": digest}, {"cot_key": spec.cot.key, "train": {"steps": 0}})
+
+
+def noop_evaluate(spec: EvalSpec, store: ArtifactStore) -> StageResult:
+    """Predictions and metrics derived from the key (deterministic, meaningless)."""
+    store.fetch("checkpoints", spec.checkpoint.key)
+    acc = int(spec.key[:2], 16) / 255
+    metrics = {"accuracy": acc, "ci_low": acc, "ci_high": acc, "n": 1, "extraction_failure_rate": 0.0, "mean_output_tokens": 1.0}
+    pred = {"id": "noop", "correct": acc >= 0.5}
+    files = {"metrics.json": json.dumps(metrics), "predictions.jsonl": json.dumps(pred) + "\n"}
+    return _publish(store, "evals", spec.key, files, {"checkpoint_key": spec.checkpoint.key, "metrics": metrics})

@@ -1,0 +1,204 @@
+"""Submitting a grid: expand, de-duplicate shared work, skip what exists, enqueue the rest.
+
+A CoT set used by five students is one `generate` task; a checkpoint is evaluated once per test
+set. Work whose artifact is already published is not enqueued: a cell whose evaluation exists is
+`cached` at once. The rest is enqueued stage by stage: a finished task enqueues the tasks waiting
+on its artifact (`enqueue_next`), and the worker that finishes the last cell writes the results.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import time
+import uuid
+from typing import Any
+
+from pydantic import BaseModel
+
+from shared.grid import Cell, GridSpec, expand
+from shared.messages import EvaluateMessage, GenerateMessage, TrainMessage, dump_message
+from shared.orchestration.context import Context
+from shared.orchestration.state import GridState, art_id, split_id
+from shared.queues import TASK_NAMES, Queue
+from shared.results import cell_row, results_doc
+
+log = logging.getLogger("cotd.grid")
+KIND_OF = {"generate": "cotsets", "train": "checkpoints", "evaluate": "evals"}
+
+
+class SubmitResult(BaseModel):
+    """What `cotd grid submit` did."""
+
+    grid_id: str
+    cells: int
+    cached_cells: int
+    enqueued: dict[str, int]
+    status: str
+    seconds: float
+
+
+def new_grid_id(name: str) -> str:
+    """`<name>-<yyyymmdd-hhmmss>-<6 hex>`: unique per submission, readable in Grafana."""
+    slug = re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("-._")[:40] or "grid"
+    return f"{slug}-{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}-{uuid.uuid4().hex[:6]}"
+
+
+def grid_doc_path(grid_id: str, name: str) -> str:
+    """Where a grid's documents live in the artifact store."""
+    return f"grids/{grid_id}/{name}"
+
+
+def submit_grid(grid: GridSpec, ctx: Context, grid_id: str | None = None) -> SubmitResult:
+    """Record the grid in Redis and the store, and enqueue the work that is not published yet."""
+    t0 = time.perf_counter()
+    gid = grid_id or new_grid_id(grid.name)
+    store = ctx.store
+    cells = expand(grid)
+    existing = {kind: set(store.keys(kind)) for kind in KIND_OF.values()}
+
+    cell_state: dict[str, str] = {}
+    labels: dict[str, str] = {}
+    arts: dict[str, str] = {}
+    specs: dict[str, str] = {}
+    nexts: dict[str, list[str]] = {}
+    cells_of: dict[str, list[str]] = {}
+    initial: dict[str, list[str]] = {"generate": [], "train": [], "evaluate": []}
+
+    def add(stage: str, key: str, cell: Cell, payload: dict[str, Any] | None, after: str | None) -> str:
+        aid = art_id(stage, key)
+        cells_of.setdefault(aid, [])
+        if cell.key not in cells_of[aid]:
+            cells_of[aid].append(cell.key)
+        if aid in arts:
+            return aid
+        if key in existing[KIND_OF[stage]]:
+            arts[aid] = "cached"
+            return aid
+        arts[aid] = "pending"
+        specs[aid] = json.dumps(payload)
+        if after is None:
+            initial[stage].append(aid)
+        else:
+            nexts.setdefault(after, []).append(aid)
+        return aid
+
+    for c in cells:
+        labels[c.key] = c.label()
+        if c.key in existing["evals"]:
+            cell_state[c.key] = "cached"
+            for stage, key in (("generate", c.cot.key), ("train", c.checkpoint.key), ("evaluate", c.key)):
+                if key in existing[KIND_OF[stage]]:
+                    arts.setdefault(art_id(stage, key), "cached")
+            continue
+        cell_state[c.key] = "pending"
+        cot_aid = ck_aid = None
+        if c.checkpoint.key not in existing["checkpoints"]:
+            if c.cot.key not in existing["cotsets"]:
+                cot_aid = add("generate", c.cot.key, c, dump_message(GenerateMessage(grid_id=gid, cot=c.cot)), None)
+            else:
+                add("generate", c.cot.key, c, None, None)
+            ck_aid = add("train", c.checkpoint.key, c, dump_message(TrainMessage(grid_id=gid, checkpoint=c.checkpoint)), cot_aid)
+        else:
+            add("train", c.checkpoint.key, c, None, None)
+        add("evaluate", c.key, c, dump_message(EvaluateMessage(grid_id=gid, evaluation=c.evaluation)), ck_aid)
+
+    meta = {
+        "id": gid,
+        "name": grid.name,
+        "status": "running",
+        "created_at": f"{time.time():.3f}",
+        "n_cells": str(len(cells)),
+        "grid": grid.model_dump_json(),
+    }
+    store.put_json(grid_doc_path(gid, "grid.json"), json.loads(grid.model_dump_json()))
+    gs = GridState(ctx.redis, gid)
+    gs.create(meta, cell_state, labels, arts, specs, nexts, cells_of)
+    enqueued = {stage: len(enqueue(ctx, gs, ids)) for stage, ids in initial.items()}
+    n_cached = sum(1 for s in cell_state.values() if s == "cached")
+    status = "running"
+    if gs.finish_claim():
+        status = finalize(ctx, gs)
+    log.info("grid %s: %d cells, %d cached, enqueued %s", gid, len(cells), n_cached, enqueued)
+    return SubmitResult(
+        grid_id=gid, cells=len(cells), cached_cells=n_cached, enqueued=enqueued, status=status, seconds=time.perf_counter() - t0
+    )
+
+
+def enqueue(ctx: Context, gs: GridState, aids: list[str]) -> list[str]:
+    """Send the tasks of these pending artifacts (all of one stage); each is sent at most once."""
+    if not aids:
+        return []
+    stage = split_id(aids[0])[0]
+    queue = Queue(stage)
+    sent = []
+    pipe_ids: dict[str, str] = {}
+    for aid in gs.set_art(aids, "queued", allowed=("pending",)):
+        payload = gs.get("specs", aid)
+        if payload is None:
+            continue
+        res = ctx.app.send_task(TASK_NAMES[queue], args=[json.loads(payload)], queue=str(queue), routing_key=str(queue))
+        pipe_ids[aid] = res.id
+        sent.append(aid)
+    if pipe_ids:
+        ctx.redis.hset(gs.k("tasks"), mapping=pipe_ids)
+    return sent
+
+
+def enqueue_next(ctx: Context, gs: GridState, aid: str) -> list[str]:
+    """Enqueue what waited on `aid` (now published)."""
+    by_stage: dict[str, list[str]] = {}
+    for nxt in gs.json_list("next", aid):
+        by_stage.setdefault(split_id(nxt)[0], []).append(nxt)
+    out = []
+    for ids in by_stage.values():
+        out += enqueue(ctx, gs, ids)
+    return out
+
+
+def grid_spec(gs: GridState) -> GridSpec:
+    """The grid as submitted (from Redis)."""
+    return GridSpec.model_validate_json(gs.meta()["grid"])
+
+
+def grid_results(ctx: Context, gs: GridState) -> dict[str, Any]:
+    """results.json of the grid now (shared/results.py rows, with each failed cell's reason)."""
+    grid = grid_spec(gs)
+    states, reasons = gs.cells(), gs.hash("reasons")
+    rows = []
+    for c in expand(grid):
+        st = states.get(c.key)
+        status = st if st in ("failed", "cancelled", "pending", "running") else None
+        rows.append(cell_row(c, ctx.store, status=status, error=reasons.get(c.key)))
+    return results_doc(grid, rows)
+
+
+def finalize(ctx: Context, gs: GridState) -> str:
+    """Write grids/<id>/results.json and the grid's final status (done or failed)."""
+    doc = grid_results(ctx, gs)
+    ctx.store.put_json(grid_doc_path(gs.id, "results.json"), doc)
+    counts = gs.counts()
+    status = "cancelled" if gs.status() == "cancelled" else ("failed" if counts["failed"] else "done")
+    gs.set_meta(status=status, finished_at=f"{time.time():.3f}")
+    log.info("grid %s %s: %s", gs.id, status, counts)
+    return status
+
+
+def cancel_grid(ctx: Context, gs: GridState) -> dict[str, int]:
+    """Mark the grid cancelled, cancel its waiting cells and artifacts, and revoke its queued tasks."""
+    gs.set_meta(status="cancelled", finished_at=f"{time.time():.3f}")
+    cells = [k for k, s in gs.cells().items() if s in ("pending", "running")]
+    n_cells = len(gs.set_cells(cells, "cancelled"))
+    by_stage: dict[str, list[str]] = {}
+    for aid, st in gs.hash("art").items():
+        if st in ("pending", "queued", "running"):
+            by_stage.setdefault(split_id(aid)[0], []).append(aid)
+    n_arts = sum(len(gs.set_art(ids, "cancelled")) for ids in by_stage.values())
+    task_ids = list(gs.hash("tasks").values())
+    if task_ids:
+        try:
+            ctx.app.control.revoke(task_ids)
+        except Exception as e:  # workers also skip tasks of a cancelled grid
+            log.warning("grid %s: revoke failed (%s); workers will skip its tasks", gs.id, e)
+    return {"cells": n_cells, "artifacts": n_arts, "revoked": len(task_ids)}

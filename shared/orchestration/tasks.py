@@ -1,0 +1,220 @@
+"""The Celery tasks: one per stage. Each validates its message, runs the shared stage function,
+records the outcome in Redis, and enqueues what waited on its artifact.
+
+Failure policy:
+- a bad message (malformed JSON, unknown or missing fields, unknown grid) is logged with the
+  reason and rejected without requeue: it is never redelivered;
+- a transient error (S3 or teacher server unreachable, 5xx, timeouts) is retried with exponential
+  backoff and full jitter (Celery's own backoff helper): 30 s, 60 s, ... capped at 10 min, 5 retries;
+- any other error, or a transient one after the last retry, fails the artifact, what waits on it
+  and the cells that need it, with the reason; the grid's other cells go on.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from celery import Task
+from celery.exceptions import Reject, SoftTimeLimitExceeded
+from celery.utils.time import get_exponential_backoff_interval
+
+from shared.celery_app import app
+from shared.messages import BadMessage, EvaluateMessage, GenerateMessage, Message, TrainMessage, parse_message
+from shared.metrics import track_task
+from shared.orchestration import observe
+from shared.orchestration.context import Context, get_context
+from shared.orchestration.lease import Lease
+from shared.orchestration.state import GridState, art_id
+from shared.orchestration.submit import enqueue_next, finalize
+from shared.queues import ARTIFACT_KIND, TASK_NAMES, Queue
+from shared.stages import StageResult
+
+log = logging.getLogger("cotd.worker")
+
+MAX_RETRIES = 5
+BACKOFF_FACTOR_S = 30
+BACKOFF_MAX_S = 600
+METRIC_STAGE = {Queue.GENERATE: "generator", Queue.TRAIN: "trainer", Queue.EVALUATE: "evaluator"}
+
+
+class TransientError(RuntimeError):
+    """An outage worth retrying (stage code may raise it explicitly)."""
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Whether `exc` (or its cause) is an outage rather than a problem with the work itself."""
+    import urllib3.exceptions
+    from minio.error import S3Error, ServerError
+
+    seen: set[int] = set()
+    e: BaseException | None = exc
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        if isinstance(e, TransientError | ConnectionError | TimeoutError | urllib3.exceptions.HTTPError | ServerError):
+            return True
+        if isinstance(e, S3Error) and e.code in ("InternalError", "SlowDown", "ServiceUnavailable", "RequestTimeout"):
+            return True
+        name = type(e).__name__
+        if name in ("ConnectError", "ReadTimeout", "ConnectTimeout", "RemoteProtocolError", "TransportError"):
+            return True  # httpx, without importing it
+        e = e.__cause__ or e.__context__
+    return False
+
+
+def reason_of(stage: str, exc: BaseException) -> str:
+    """One line: `stage: Type: message`."""
+    return (f"{stage}: {type(exc).__name__}: {exc}".strip().splitlines() or [stage])[0][:500]
+
+
+def backoff_s(retries: int) -> int:
+    """Seconds before retry number `retries + 1`: exponential, capped, full jitter."""
+    return get_exponential_backoff_interval(BACKOFF_FACTOR_S, retries, BACKOFF_MAX_S, full_jitter=True)
+
+
+def _stage_fn(queue: Queue, mode: str):
+    if mode == "noop":
+        from shared.orchestration import noop
+
+        return {Queue.GENERATE: noop.noop_generate, Queue.TRAIN: noop.noop_train, Queue.EVALUATE: noop.noop_evaluate}[queue]
+    from shared.stages import evaluate_stage, generate_stage, train_stage
+
+    return {Queue.GENERATE: generate_stage, Queue.TRAIN: train_stage, Queue.EVALUATE: evaluate_stage}[queue]
+
+
+def _spec(msg: Message):
+    if isinstance(msg, GenerateMessage):
+        return msg.cot
+    if isinstance(msg, TrainMessage):
+        return msg.checkpoint
+    return msg.evaluation
+
+
+def _call_stage(queue: Queue, msg: Message, ctx: Context) -> StageResult:
+    fn = _stage_fn(queue, ctx.settings.stage_mode)
+    kwargs: dict[str, Any] = {}
+    if queue in (Queue.TRAIN, Queue.EVALUATE) and ctx.settings.stage_mode != "noop":
+        kwargs["device"] = ctx.settings.device
+    return fn(_spec(msg), ctx.store, **kwargs)
+
+
+def run_stage_task(task: Task, queue: Queue, payload: Any, ctx: Context | None = None) -> dict[str, Any]:
+    """The body shared by the three tasks."""
+    with track_task(str(queue)):
+        try:
+            msg = parse_message(queue, payload)
+        except BadMessage as e:
+            log.error("rejected message %s on queue %s: %s", task.request.id, queue, e)
+            raise Reject(str(e), requeue=False) from None
+        ctx = ctx or get_context()
+        gs = GridState(ctx.redis, msg.grid_id)
+        status = gs.status()
+        if status is None:
+            log.error("rejected message %s on queue %s: unknown grid %s", task.request.id, queue, msg.grid_id)
+            raise Reject(f"unknown grid {msg.grid_id}", requeue=False)
+        aid = art_id(str(queue), msg.key)
+        if status == "cancelled":
+            log.info("grid=%s key=%s stage=%s: skipped, the grid is cancelled", gs.id, msg.key, queue)
+            return {"skipped": "cancelled"}
+        if gs.get("art", aid) == "failed":
+            log.info("grid=%s key=%s stage=%s: skipped, already failed", gs.id, msg.key, queue)
+            return {"skipped": "failed"}
+        return _execute(task, queue, msg, gs, aid, ctx)
+
+
+def _execute(task: Task, queue: Queue, msg: Message, gs: GridState, aid: str, ctx: Context) -> dict[str, Any]:
+    kind = ARTIFACT_KIND[queue]
+    gs.set_art([aid], "running")
+    gs.set_cells(gs.json_list("cells_of", aid), "running", allowed=("pending",))
+    _publish_counts(gs)
+    if isinstance(msg, GenerateMessage):
+        observe.init_teacher_series(msg.cot.teacher.name, msg.cot.teacher.concurrency)
+    before = observe.snapshot()
+    t0 = time.perf_counter()
+    log.info("grid=%s key=%s stage=%s: started (attempt %d)", gs.id, msg.key, queue, task.request.retries + 1)
+    try:
+        lease = Lease(ctx.redis, kind, msg.key, ctx.settings.lease_ttl_s)
+        if lease.acquire(lambda: ctx.store.exists(kind, msg.key)):
+            with lease:
+                result = _call_stage(queue, msg, ctx)
+        else:
+            result = StageResult(kind=kind, key=msg.key, cached=True, manifest=ctx.store.manifest(kind, msg.key) or {})
+        if isinstance(msg, TrainMessage) and "incomplete" in result.manifest:
+            raise RuntimeError(f"training stopped early: {result.manifest['incomplete']}")
+    except SoftTimeLimitExceeded as e:
+        _fail(ctx, gs, aid, reason_of(str(queue), e))
+        raise
+    except Exception as e:
+        if is_transient(e) and task.request.retries < MAX_RETRIES:
+            wait = backoff_s(task.request.retries)
+            log.warning("grid=%s key=%s stage=%s: %s; retry %d in %ds", gs.id, msg.key, queue, reason_of(str(queue), e), task.request.retries + 1, wait)
+            gs.set_art([aid], "queued", allowed=("running",))
+            raise task.retry(exc=e, countdown=wait, max_retries=MAX_RETRIES) from None
+        _fail(ctx, gs, aid, reason_of(str(queue), e))
+        raise
+    secs = time.perf_counter() - t0
+    _done(gs, queue, msg, aid, result, before, ctx)
+    log.info("grid=%s key=%s stage=%s: %s in %.1fs", gs.id, msg.key, queue, "cached" if result.cached else "built", secs)
+    return {"grid_id": gs.id, "key": msg.key, "cached": result.cached}
+
+
+def _publish_counts(gs: GridState) -> None:
+    from shared.metrics import set_grid_cells
+
+    try:
+        set_grid_cells(gs.id, gs.counts())
+    except Exception as e:  # metrics never break a task
+        log.debug("grid metrics: %s", e)
+
+
+def _fail(ctx: Context, gs: GridState, aid: str, reason: str) -> None:
+    failed = gs.fail(aid, reason)
+    log.error("grid=%s artifact=%s: failed (%d cells): %s", gs.id, aid, len(failed), reason)
+    _maybe_finish(ctx, gs)
+
+
+def _maybe_finish(ctx: Context, gs: GridState) -> None:
+    _publish_counts(gs)
+    if gs.finish_claim():
+        finalize(ctx, gs)
+
+
+def _done(gs: GridState, queue: Queue, msg: Message, aid: str, result: StageResult, before: dict, ctx: Context) -> None:
+    gs.set_art([aid], "cached" if result.cached else "done", allowed=("pending", "queued", "running"))
+    if not result.cached:
+        gs.count_computed(str(queue))
+        try:
+            if isinstance(msg, GenerateMessage):
+                observe.observe_generate(msg.cot.teacher.name, ctx.store.fetch("cotsets", msg.key), before)
+            elif isinstance(msg, TrainMessage):
+                observe.observe_train(result.manifest.get("train") or {}, before)
+        except Exception as e:  # metrics never fail a task
+            log.warning("metrics for %s: %s", aid, e)
+    if isinstance(msg, EvaluateMessage):
+        cells = gs.json_list("cells_of", aid)
+        gs.set_cells(cells, "done")
+        labels = gs.hash("labels") if cells else {}
+        for c in cells:
+            observe.observe_evaluate(gs.id, labels.get(c, c), result.manifest.get("metrics") or {}, before)
+    else:
+        enqueue_next(ctx, gs, aid)
+    _maybe_finish(ctx, gs)
+
+
+@app.task(name=TASK_NAMES[Queue.GENERATE], bind=True, acks_late=True, reject_on_worker_lost=True, max_retries=MAX_RETRIES)
+def generate_task(self: Task, payload: Any) -> dict[str, Any]:
+    """Build one CoT set, then enqueue the checkpoints that train on it."""
+    return run_stage_task(self, Queue.GENERATE, payload)
+
+
+@app.task(name=TASK_NAMES[Queue.TRAIN], bind=True, acks_late=True, reject_on_worker_lost=True, max_retries=MAX_RETRIES)
+def train_task(self: Task, payload: Any) -> dict[str, Any]:
+    """Train one checkpoint (resuming from its scratch state), then enqueue its evaluations."""
+    return run_stage_task(self, Queue.TRAIN, payload)
+
+
+@app.task(name=TASK_NAMES[Queue.EVALUATE], bind=True, acks_late=True, reject_on_worker_lost=True, max_retries=MAX_RETRIES)
+def evaluate_task(self: Task, payload: Any) -> dict[str, Any]:
+    """Score one checkpoint on its test set; the cell is done."""
+    return run_stage_task(self, Queue.EVALUATE, payload)

@@ -1,0 +1,63 @@
+"""`cotd worker ROLE`: a Celery worker on the role's queue that serves Prometheus `/metrics`.
+
+Process model: the generator runs tasks in threads (teacher calls are I/O bound); the trainer and
+evaluator run one task at a time in the worker process itself (`--pool solo`), one worker per GPU
+(`CUDA_VISIBLE_DEVICES`). Tasks run in the process that serves `/metrics`, so the metrics they
+update are the ones scraped.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+
+from shared.queues import ROLE_QUEUES, Queue
+
+log = logging.getLogger("cotd.worker")
+
+
+def worker_argv(role: str, concurrency: int, loglevel: str = "INFO", hostname: str | None = None) -> list[str]:
+    """The `celery worker` arguments for a role."""
+    queue = ROLE_QUEUES[role]
+    pool = "threads" if role == "generator" or concurrency > 1 else "solo"
+    name = hostname or f"{role}-{os.getpid()}@{socket.gethostname()}"
+    return [
+        "worker",
+        "--queues",
+        str(queue),
+        "--pool",
+        pool,
+        "--concurrency",
+        str(concurrency),
+        "--hostname",
+        name,
+        "--loglevel",
+        loglevel,
+        "--without-gossip",
+        "--without-mingle",
+        "--prefetch-multiplier",
+        "1",
+    ]
+
+
+def run_worker(role: str, metrics_port: int | None, concurrency: int, loglevel: str = "INFO") -> None:
+    """Serve `/metrics`, export queue depth, and consume the role's queue until stopped."""
+    from shared.celery_app import app
+    from shared.metrics import register_queue_depth_exporter, start_metrics_server
+    from shared.orchestration.observe import init_stage_series
+    from shared.settings import get_settings
+
+    s = get_settings()
+    port = s.metrics_port if metrics_port is None else metrics_port
+    if port >= 0:
+        start_metrics_server(port)
+        register_queue_depth_exporter(s.redis_url, [str(q) for q in Queue])
+    init_stage_series()
+    if role in ("trainer", "evaluator") and s.stage_mode != "noop":
+        import torch  # loaded before the first task, so the first task's time is its own
+
+        if os.environ.get("OMP_NUM_THREADS"):
+            torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
+    log.info("cotd worker %s: queue %s, concurrency %d, metrics port %s, stage mode %s", role, ROLE_QUEUES[role], concurrency, port, s.stage_mode)
+    app.worker_main(worker_argv(role, concurrency, loglevel))

@@ -1,0 +1,89 @@
+"""LoRA: the adapter is saved with its base reference, reloads, and merges to the same logits."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from services.trainer.recipe import train_sft
+from shared.config import TrainingConfig
+
+torch.set_num_threads(1)
+
+PAIRS = [(f"What is {a} * {b}?", f"{a} * {b} = {a * b}. The answer is {a * b}") for a in range(1, 9) for b in range(2, 5)]
+
+
+@pytest.fixture(scope="module")
+def base(tmp_path_factory) -> Path:
+    from services.trainer.tiny import init_tiny
+
+    root = tmp_path_factory.mktemp("tiny")
+    corpus = root / "corpus.json"
+    corpus.write_text(json.dumps([{"instruction": q, "output": r} for q, r in PAIRS]))
+    return init_tiny(root / "base", corpus=[str(corpus)], size="xs")
+
+
+def cfg(**kw) -> TrainingConfig:
+    return TrainingConfig(
+        **({"method": "lora", "lr": 5e-3, "max_steps": 4, "global_batch_size": 8, "micro_batch_size": 4, "lora_r": 4} | kw)
+    )
+
+
+def logits(model, tok) -> torch.Tensor:
+    ids = tok("Q: What is 3 * 4?\nA: 3 * 4 =", return_tensors="pt")["input_ids"]
+    with torch.no_grad():
+        return model(ids).logits
+
+
+def test_adapter_saved_reloaded_and_merged_gives_same_logits(base: Path, tmp_path: Path) -> None:
+    from peft import AutoPeftModelForCausalLM
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from services.evaluator.evaluate import load_for_inference
+    from services.trainer.models import merge_adapter
+
+    s = train_sft(str(base), PAIRS, tmp_path / "out", tmp_path / "work", cfg(), seed=100)
+    out = tmp_path / "out"
+    assert s["complete"] and (out / "adapter_model.safetensors").exists() and not (out / "model.safetensors").exists()
+    assert json.loads((out / "adapter_config.json").read_text())["base_model_name_or_path"] == str(base.resolve())
+    tok = AutoTokenizer.from_pretrained(out)
+    peft_model = AutoPeftModelForCausalLM.from_pretrained(out).eval()
+    adapted = logits(peft_model, tok)
+    base_logits = logits(AutoModelForCausalLM.from_pretrained(base).eval(), tok)
+    assert not torch.allclose(adapted, base_logits, atol=1e-4)  # the adapter learned something
+    ev_model, _ = load_for_inference(out, torch.device("cpu"))
+    torch.testing.assert_close(logits(ev_model, tok), adapted)
+    merge_adapter(out)
+    assert (out / "model.safetensors").exists() and not (out / "adapter_config.json").exists()
+    merged = AutoModelForCausalLM.from_pretrained(out).eval()
+    torch.testing.assert_close(logits(merged, tok), adapted, atol=1e-4, rtol=1e-4)
+
+
+def test_only_adapters_train_and_targets_are_settable(base: Path, tmp_path: Path) -> None:
+    from safetensors.torch import load_file
+
+    s = train_sft(str(base), PAIRS, tmp_path / "out", tmp_path / "work",
+                  cfg(max_steps=2, lora_target_modules=["q_proj", "v_proj"], lora_alpha=8, lora_dropout=0.0), seed=1)
+    assert s["complete"]
+    conf = json.loads((tmp_path / "out" / "adapter_config.json").read_text())
+    assert sorted(conf["target_modules"]) == ["q_proj", "v_proj"] and conf["r"] == 4 and conf["lora_alpha"] == 8
+    keys = load_file(str(tmp_path / "out" / "adapter_model.safetensors"))
+    assert keys and all("lora_" in k and ("q_proj" in k or "v_proj" in k) for k in keys)
+
+
+def test_merge_lora_option_saves_a_full_model(base: Path, tmp_path: Path) -> None:
+    from transformers import AutoModelForCausalLM
+
+    train_sft(str(base), PAIRS, tmp_path / "out", tmp_path / "work", cfg(max_steps=1, merge_lora=True), seed=1)
+    assert (tmp_path / "out" / "model.safetensors").exists()
+    AutoModelForCausalLM.from_pretrained(tmp_path / "out")
+
+
+def test_bad_target_modules_are_a_clear_error(base: Path, tmp_path: Path) -> None:
+    from services.trainer.loop import TrainingError
+
+    with pytest.raises(TrainingError, match="target modules"):
+        train_sft(str(base), PAIRS, tmp_path / "out", tmp_path / "work", cfg(lora_target_modules=["nope_proj"]), seed=1)

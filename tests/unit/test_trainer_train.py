@@ -1,0 +1,141 @@
+"""Full fine-tuning on a tiny student: the loss falls, weights change, checkpoints reload, errors are clear."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from services.trainer.loop import TrainingError
+from services.trainer.recipe import train_sft
+from shared.config import TrainingConfig
+
+torch.set_num_threads(1)
+
+PAIRS = [(f"What is {a} + {b}?", f"{a} + {b} = {a + b}. The answer is {a + b}") for a in range(1, 9) for b in range(1, 5)]
+
+
+@pytest.fixture(scope="module")
+def base(tmp_path_factory) -> Path:
+    """A tiny xs student whose tokenizer is trained on the PAIRS text."""
+    from services.trainer.tiny import init_tiny
+
+    root = tmp_path_factory.mktemp("tiny")
+    corpus = root / "corpus.json"
+    corpus.write_text(json.dumps([{"instruction": q, "output": r} for q, r in PAIRS]))
+    return init_tiny(root / "base", corpus=[str(corpus)], size="xs")
+
+
+def cfg(**kw) -> TrainingConfig:
+    """Small, fast settings."""
+    return TrainingConfig(**({"lr": 3e-3, "max_steps": 8, "global_batch_size": 8, "micro_batch_size": 4} | kw))
+
+
+def weights(path: Path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    return load_file(str(path / "model.safetensors"))
+
+
+def test_loss_falls_and_parameters_change(base: Path, tmp_path: Path) -> None:
+    s = train_sft(str(base), PAIRS, tmp_path / "out", tmp_path / "work", cfg(), seed=100)
+    assert s["complete"] and s["steps"] == 8
+    assert s["losses"][-1] < s["losses"][0] - 0.3
+    before, after = weights(base), weights(tmp_path / "out")
+    changed = [k for k in before if not torch.allclose(before[k], after[k])]
+    assert len(changed) == len(before)
+    log = [json.loads(line) for line in (tmp_path / "out" / "train_log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in log] == list(range(1, 9))
+    assert {"loss", "tokens_per_s", "padding_fraction", "peak_memory_bytes"} <= set(log[0])
+    from shared import metrics
+
+    assert metrics.REGISTRY.get_sample_value("cotd_trainer_loss") == pytest.approx(log[-1]["loss"])
+    assert metrics.REGISTRY.get_sample_value("cotd_trainer_tokens_per_second") > 0
+
+
+def test_full_checkpoint_reloads_with_auto_classes(base: Path, tmp_path: Path) -> None:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from services.evaluator.evaluate import load_for_inference
+
+    train_sft(str(base), PAIRS, tmp_path / "out", tmp_path / "work", cfg(max_steps=2), seed=1)
+    assert (tmp_path / "out" / "model.safetensors").exists()
+    model = AutoModelForCausalLM.from_pretrained(tmp_path / "out")
+    tok = AutoTokenizer.from_pretrained(tmp_path / "out")
+    ids = tok("Q: What is 2 + 3?\nA: ", return_tensors="pt")["input_ids"]
+    m2, _ = load_for_inference(tmp_path / "out", torch.device("cpu"))
+    with torch.no_grad():
+        torch.testing.assert_close(model(ids).logits, m2(ids).logits)
+
+
+def test_fast_head_loss_equals_full_logits_loss(base: Path) -> None:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from services.trainer.data import collate, encode_pair
+    from services.trainer.loss import ResponseLoss
+
+    model = AutoModelForCausalLM.from_pretrained(base)
+    tok = AutoTokenizer.from_pretrained(base)
+    batch = collate([encode_pair(tok, "auto", q, r, 4096) for q, r in PAIRS[:5]], tok.pad_token_id)
+    args = (batch["input_ids"], batch["attention_mask"], batch["labels"], 40)
+    fast, slow = ResponseLoss(model), ResponseLoss(model, fast=False)
+    assert fast.fast
+    torch.testing.assert_close(fast(*args), slow(*args))
+
+
+def test_truncation_is_counted(base: Path, tmp_path: Path) -> None:
+    s = train_sft(str(base), PAIRS, tmp_path / "out", tmp_path / "work", cfg(max_steps=1, cutoff=16), seed=1)
+    assert s["truncated"] == len(PAIRS)
+
+
+def test_empty_set_is_refused(base: Path, tmp_path: Path) -> None:
+    with pytest.raises(TrainingError, match="empty"):
+        train_sft(str(base), [], tmp_path / "out", tmp_path / "work", cfg(), seed=1)
+
+
+def test_non_finite_loss_stops_with_a_clear_error(base: Path, tmp_path: Path, monkeypatch) -> None:
+    from services.trainer import loss as loss_mod
+
+    real = loss_mod.ResponseLoss.forward
+    monkeypatch.setattr(loss_mod.ResponseLoss, "forward", lambda self, *a: real(self, *a) * float("nan"))
+    with pytest.raises(TrainingError, match="non-finite loss"):
+        train_sft(str(base), PAIRS, tmp_path / "out", tmp_path / "work", cfg(), seed=1)
+
+
+def test_qlora_on_cpu_is_a_clear_error(base: Path, tmp_path: Path) -> None:
+    with pytest.raises(TrainingError, match="QLoRA needs a CUDA GPU"):
+        train_sft(str(base), PAIRS, tmp_path / "out", tmp_path / "work", cfg(method="qlora"), seed=1, device_setting="cpu")
+
+
+def test_parallel_on_cpu_degrades_to_one_device(base: Path, tmp_path: Path) -> None:
+    s = train_sft(str(base), PAIRS, tmp_path / "out", tmp_path / "work", cfg(max_steps=1, parallel="fsdp"), seed=1,
+                  device_setting="cpu")
+    assert s["complete"] and s["parallel"] == "none" and s["world_size"] == 1
+
+
+def test_cli_trains_from_a_store_key(base: Path, tmp_path: Path, monkeypatch) -> None:
+    from click.testing import CliRunner
+
+    from services.trainer.cli import train
+    from shared.artifacts import LocalStore
+
+    store = LocalStore(tmp_path / "store")
+    src = tmp_path / "cotset"
+    src.mkdir()
+    (src / "cot.jsonl").write_text("".join(json.dumps({"id": str(i), "question": q, "rationale": r}) + "\n"
+                                           for i, (q, r) in enumerate(PAIRS)))
+    store.publish("cotsets", "abc123", src, {})
+    monkeypatch.setenv("COTD_STORE_DIR", str(tmp_path / "store"))
+    from shared.settings import get_settings
+
+    if hasattr(get_settings, "cache_clear"):
+        get_settings.cache_clear()
+    args = ["--student", str(base), "--cot", "abc123", "--out", str(tmp_path / "ck"), "--max-steps", "2",
+            "--global-batch-size", "8", "--micro-batch-size", "4", "--lr", "1e-3"]
+    res = CliRunner().invoke(train, args)
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.output[res.output.index('{"steps"') :].splitlines()[0])["complete"]
+    bad = CliRunner().invoke(train, ["--student", str(base), "--cot", "nope", "--out", str(tmp_path / "x")])
+    assert bad.exit_code != 0 and "neither a file nor a CoT set key" in bad.output
