@@ -76,8 +76,13 @@ def corpus_texts(files: list[str] | None) -> list[str]:
     return texts
 
 
-def init_tiny(out: str | Path, corpus: list[str] | None = None, size: str = "s", seed: int = 0, vocab_size: int = 400) -> Path:
-    """Build and save a tiny student (tokenizer + randomly initialised Llama) under `out`."""
+def init_tiny(
+    out: str | Path, corpus: list[str] | None = None, size: str = "s", seed: int = 0, vocab_size: int | None = None
+) -> Path:
+    """Build and save a tiny student (tokenizer + randomly initialised Llama) under `out`.
+
+    The vocabulary is 400 tokens for the arith text (the default corpus) and 4000 for other corpora.
+    """
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
@@ -86,7 +91,7 @@ def init_tiny(out: str | Path, corpus: list[str] | None = None, size: str = "s",
     if size not in TINY_SIZES:
         raise ValueError(f"unknown tiny size {size!r}: one of {', '.join(TINY_SIZES)}")
     out = Path(out)
-    tok = train_tokenizer(corpus_texts(corpus), vocab_size=vocab_size)
+    tok = train_tokenizer(corpus_texts(corpus), vocab_size=vocab_size or (4000 if corpus else 400))
     tok.chat_template = TINY_CHAT_TEMPLATE
     shape = TINY_SIZES[size]
     config = LlamaConfig(

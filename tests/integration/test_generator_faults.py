@@ -170,7 +170,7 @@ def test_killed_generation_resumes_without_rerequesting(tmp_path: Path) -> None:
     train.write_text(json.dumps([{"instruction": f"Question {i}: how many? # {i + 1}", "output": str(i + 1)} for i in range(n)]))
     out = tmp_path / "set"
     with FaultServer(delay_s=0.15) as srv:
-        cmd = [sys.executable, "-m", "shared.cli", "generate", "--teacher", "openai", "--model", "m",
+        cmd = [sys.executable, "-c", "from shared.cli import main; main()", "generate", "--teacher", "openai", "--model", "m",
                "--base-url", srv.url, "--dataset", "svamp", "--train-file", str(train), "--level", "2",
                "--concurrency", "4", "--out", str(out)]
         env = os.environ | {"PYTHONUNBUFFERED": "1"}

@@ -52,14 +52,20 @@ def classify(exc: BaseException) -> Failure:
     and 504 are retried; other 4xx (bad request, auth) are not. Timeouts and connection errors are
     retried.
     """
-    from huggingface_hub.errors import HfHubHTTPError, InferenceTimeoutError
+    from huggingface_hub.errors import HfHubHTTPError, InferenceTimeoutError, OverloadedError
 
     msg = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
     if isinstance(exc, InferenceTimeoutError | asyncio.TimeoutError | TimeoutError):
         return Failure(status="timeout", retryable=True, message=f"timeout: {msg or 'request timed out'}")
-    response = getattr(exc, "response", None)
+    # text_generation turns TGI's {"error", "error_type"} answers into its own errors, raised from the HTTP error
+    http = exc if isinstance(exc, HfHubHTTPError) else exc.__cause__
+    response = getattr(http, "response", None)
     code = getattr(response, "status_code", None)
-    if isinstance(exc, HfHubHTTPError) and code is not None:
+    if isinstance(exc, OverloadedError):
+        code = code if code in (429, 503) else 429
+        return Failure(status="overloaded", http_code=code, retryable=True, overloaded=True,
+                       retry_after=_retry_after(response), message=f"HTTP {code}: {msg}")
+    if isinstance(http, HfHubHTTPError) and code is not None:
         if code in (429, 503):
             return Failure(status="overloaded", http_code=code, retryable=True, overloaded=True,
                            retry_after=_retry_after(response), message=f"HTTP {code}: {msg}")
