@@ -32,10 +32,20 @@ def run_cotd(base: Path, pairs: list[tuple[str, str]], args, work: Path) -> dict
     from services.trainer.recipe import train_sft
     from shared.config import TrainingConfig
 
-    cfg = TrainingConfig(lr=args.lr, max_steps=args.steps, global_batch_size=args.global_batch,
-                         micro_batch_size=args.micro_batch, cutoff=args.cutoff, save_every_steps=10_000)
+    cfg = TrainingConfig(
+        lr=args.lr,
+        max_steps=args.steps,
+        global_batch_size=args.global_batch,
+        micro_batch_size=args.micro_batch,
+        cutoff=args.cutoff,
+        save_every_steps=10_000,
+    )
     s = train_sft(str(base), pairs, work / "out", work / "state", cfg, seed=100, template="auto")
-    return {"tokens_per_s": s["tokens_per_s"], "padding_fraction": s["padding_fraction"], "final_loss": s["final_loss"]}
+    return {
+        "tokens_per_s": s["tokens_per_s"],
+        "padding_fraction": s["padding_fraction"],
+        "final_loss": s["final_loss"],
+    }
 
 
 def run_trl(base: Path, pairs: list[tuple[str, str]], args, work: Path) -> dict:
@@ -47,14 +57,28 @@ def run_trl(base: Path, pairs: list[tuple[str, str]], args, work: Path) -> dict:
     from services.trainer.templates import render_prompt
 
     tok = AutoTokenizer.from_pretrained(base)
-    data = Dataset.from_list([{"prompt": render_prompt("auto", tok, q), "completion": r.strip()} for q, r in pairs])
+    data = Dataset.from_list(
+        [{"prompt": render_prompt("auto", tok, q), "completion": r.strip()} for q, r in pairs]
+    )
     cuda = torch.cuda.is_available()
     config = SFTConfig(
-        output_dir=str(work / "trl"), learning_rate=args.lr, max_steps=args.steps,
-        per_device_train_batch_size=args.micro_batch, gradient_accumulation_steps=args.global_batch // args.micro_batch,
-        lr_scheduler_type="cosine", warmup_steps=0, max_length=args.cutoff, seed=100, report_to="none",
-        save_strategy="no", logging_steps=10_000, bf16=cuda, use_cpu=not cuda, gradient_checkpointing=cuda,
-        completion_only_loss=True, disable_tqdm=True,
+        output_dir=str(work / "trl"),
+        learning_rate=args.lr,
+        max_steps=args.steps,
+        per_device_train_batch_size=args.micro_batch,
+        gradient_accumulation_steps=args.global_batch // args.micro_batch,
+        lr_scheduler_type="cosine",
+        warmup_steps=0,
+        max_length=args.cutoff,
+        seed=100,
+        report_to="none",
+        save_strategy="no",
+        logging_steps=10_000,
+        bf16=cuda,
+        use_cpu=not cuda,
+        gradient_checkpointing=cuda,
+        completion_only_loss=True,
+        disable_tqdm=True,
     )
     torch.manual_seed(100)
     model = AutoModelForCausalLM.from_pretrained(base, attn_implementation="sdpa")
@@ -64,7 +88,9 @@ def run_trl(base: Path, pairs: list[tuple[str, str]], args, work: Path) -> dict:
 
     def counting(features):
         batch = collate(features)
-        counts["real"] += int(batch["attention_mask"].sum()) if "attention_mask" in batch else batch["input_ids"].numel()
+        counts["real"] += (
+            int(batch["attention_mask"].sum()) if "attention_mask" in batch else batch["input_ids"].numel()
+        )
         counts["padded"] += batch["input_ids"].numel()
         return batch
 
@@ -82,8 +108,11 @@ def run_trl(base: Path, pairs: list[tuple[str, str]], args, work: Path) -> dict:
     trainer.add_callback(Clock())
     out = trainer.train()
     wall = timing["t1"] - timing["t0"]
-    return {"tokens_per_s": counts["real"] / wall, "padding_fraction": 1 - counts["real"] / max(1, counts["padded"]),
-            "final_loss": out.training_loss}
+    return {
+        "tokens_per_s": counts["real"] / wall,
+        "padding_fraction": 1 - counts["real"] / max(1, counts["padded"]),
+        "final_loss": out.training_loss,
+    }
 
 
 def main() -> None:
@@ -117,22 +146,38 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         base = init_tiny(Path(tmp) / "base", corpus=[str(args.cot)], size=args.size)
         for r in range(args.rounds):
-            order = [("cotd", run_cotd), ("trl", run_trl)] if r % 2 == 0 else [("trl", run_trl), ("cotd", run_cotd)]
+            order = (
+                [("cotd", run_cotd), ("trl", run_trl)]
+                if r % 2 == 0
+                else [("trl", run_trl), ("cotd", run_cotd)]
+            )
             for name, fn in order:
                 res = fn(base, pairs, args, Path(tmp) / f"{name}{r}")
                 results[name].append(res)
-                print(f"round {r} {name}: {res['tokens_per_s']:.0f} tok/s, padding {res['padding_fraction']:.3f}", flush=True)
-    ratios = [c["tokens_per_s"] / t["tokens_per_s"] for c, t in zip(results["cotd"], results["trl"], strict=True)]
+                print(
+                    f"round {r} {name}: {res['tokens_per_s']:.0f} tok/s, padding {res['padding_fraction']:.3f}",
+                    flush=True,
+                )
+    ratios = [
+        c["tokens_per_s"] / t["tokens_per_s"] for c, t in zip(results["cotd"], results["trl"], strict=True)
+    ]
     summary = {
-        "cot_file": args.cot.name, "student": f"tiny-{args.size}", "steps": args.steps, "rounds": args.rounds,
-        "global_batch": args.global_batch, "micro_batch": args.micro_batch, "device": "cuda" if torch.cuda.is_available() else "cpu",
+        "cot_file": args.cot.name,
+        "student": f"tiny-{args.size}",
+        "steps": args.steps,
+        "rounds": args.rounds,
+        "global_batch": args.global_batch,
+        "micro_batch": args.micro_batch,
+        "device": "cuda" if torch.cuda.is_available() else "cpu",
         "cotd_tokens_per_s": round(statistics.median(r["tokens_per_s"] for r in results["cotd"]), 1),
         "trl_tokens_per_s": round(statistics.median(r["tokens_per_s"] for r in results["trl"]), 1),
         "tokens_per_s_ratio": round(statistics.median(ratios), 3),
-        "ratio_min": round(min(ratios), 3), "ratio_max": round(max(ratios), 3),
+        "ratio_min": round(min(ratios), 3),
+        "ratio_max": round(max(ratios), 3),
         "cotd_padding_fraction": round(statistics.mean(r["padding_fraction"] for r in results["cotd"]), 4),
         "trl_padding_fraction": round(statistics.mean(r["padding_fraction"] for r in results["trl"]), 4),
-        "cotd_final_loss": round(results["cotd"][-1]["final_loss"], 4), "trl_mean_loss": round(results["trl"][-1]["final_loss"], 4),
+        "cotd_final_loss": round(results["cotd"][-1]["final_loss"], 4),
+        "trl_mean_loss": round(results["trl"][-1]["final_loss"], 4),
     }
     out = ROOT / "bench" / "results" / "train.json"
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -6,6 +6,7 @@ path here and the vLLM path (`services.evaluator.vllm_backend`) turn token ids i
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -57,11 +58,21 @@ def left_pad(seqs: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, 
 
 
 def finish(
-    tokenizer, new_ids: Sequence[int], end_token_ids: Sequence[int], stop: Sequence[str]
+    tokenizer,
+    new_ids: Sequence[int],
+    end_token_ids: Sequence[int],
+    stop: Sequence[str],
+    pad_id: int | None = None,
 ) -> Generation:
-    """A Generation from generated ids: cut at the first end token, decode, cut at a stop string."""
+    """A Generation from generated ids: cut at the first end token, decode, cut at a stop string.
+
+    With `pad_id`, trailing pads are dropped too (what `generate` fills in after a sequence that
+    stopped at a stop string, while others in its batch went on).
+    """
     ends = set(end_token_ids)
     n = next((j for j, t in enumerate(new_ids) if t in ends), len(new_ids))
+    while pad_id is not None and n > 0 and new_ids[n - 1] == pad_id:
+        n -= 1
     text = tokenizer.decode(list(new_ids[:n]), skip_special_tokens=True)
     return Generation(cut_at_stop(text, stop).strip(), n)
 
@@ -69,6 +80,77 @@ def finish(
 def encode_prompts(tokenizer, prompts: Sequence[str]) -> list[list[int]]:
     """Prompt token ids exactly as the trainer encodes them (the template carries any BOS)."""
     return [tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
+
+
+def _cache_kwarg(model) -> str | None:
+    """The forward() keyword of the KV cache, or None when the fast greedy loop cannot drive it."""
+    params = inspect.signature(model.forward).parameters
+    for name in ("cache", "past_key_values"):
+        if name in params:
+            return name
+    return None
+
+
+def _stop_window(stop: Sequence[str]) -> int:
+    """Tokens to decode to see any stop string that ends at the newest token (>= 1 char per token)."""
+    return max((len(s) for s in stop), default=0) + 2
+
+
+def greedy_batch(
+    model,
+    tokenizer,
+    ids: torch.Tensor,
+    mask: torch.Tensor,
+    max_new_tokens: int,
+    end_token_ids: Sequence[int],
+    stop: Sequence[str] = (),
+    cache_kwarg: str = "cache",
+) -> list[list[int]]:
+    """Greedy decoding of one left-padded batch with a KV cache; the generated ids of each row.
+
+    A row leaves the batch (and the cache) as soon as it emits an end token or completes a stop
+    string, so finished rows cost nothing; the batch ends when every row has.
+    """
+    from transformers import DynamicCache
+
+    device = ids.device
+    ends = set(end_token_ids)
+    window = _stop_window(stop)
+    out: list[list[int]] = [[] for _ in range(ids.shape[0])]
+    rows = list(range(ids.shape[0]))  # batch position -> original row
+    pos = (mask.cumsum(-1) - 1).clamp(min=0)
+    cache = DynamicCache(config=model.config)
+    step_ids = ids
+    for step in range(max_new_tokens):
+        logits = model(
+            input_ids=step_ids,
+            attention_mask=mask,
+            position_ids=pos,
+            use_cache=True,
+            logits_to_keep=1,
+            **{cache_kwarg: cache},
+        ).logits[:, -1]
+        nxt = logits.argmax(-1)
+        keep: list[int] = []
+        for b, t in enumerate(nxt.tolist()):
+            seq = out[rows[b]]
+            seq.append(t)
+            if t in ends:
+                continue
+            if stop and any(s in tokenizer.decode(seq[-window:], skip_special_tokens=True) for s in stop):
+                continue
+            keep.append(b)
+        if not keep or step == max_new_tokens - 1:
+            break
+        if len(keep) < len(rows):
+            sel = torch.tensor(keep, device=device)
+            cache.batch_select_indices(sel)
+            mask, pos, nxt = mask[sel], pos[sel], nxt[sel]
+            rows = [rows[b] for b in keep]
+        mask = torch.cat([mask, mask.new_ones((len(rows), 1))], dim=1)
+        pos = pos[:, -1:] + 1
+        step_ids = nxt[:, None]
+    return out
 
 
 @torch.inference_mode()
@@ -88,7 +170,9 @@ def generate_batched(
 
     Prompts are grouped by length (longest first) and left-padded; each sequence stops at an end
     token or a stop string (its output is cut there), and a batch ends when all of its sequences
-    have. `on_batch(indices, generations)` is called after each batch (used to persist progress).
+    have. Greedy decoding runs `greedy_batch` (finished rows leave the batch); beam search, and
+    models whose forward takes no cache argument, go through `model.generate`.
+    `on_batch(indices, generations)` is called after each batch (used to persist progress).
     """
     if not prompts:
         return []
@@ -99,22 +183,29 @@ def generate_batched(
     encoded = encode_prompts(tokenizer, prompts)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else end_token_ids[0]
     kwargs: dict = {"stop_strings": stop, "tokenizer": tokenizer} if stop else {}
+    cache_kwarg = _cache_kwarg(model) if num_beams == 1 else None
     results: list[Generation | None] = [None] * len(prompts)
     model.eval()
     for idx in batch_order([len(e) for e in encoded], batch_size, sort_by_length):
         ids, mask = left_pad([encoded[i] for i in idx], pad_id)
-        out = model.generate(
-            input_ids=ids.to(device),
-            attention_mask=mask.to(device),
-            max_new_tokens=max_new_tokens,
-            do_sample=False,
-            num_beams=num_beams,
-            num_return_sequences=1,
-            eos_token_id=list(end_token_ids),
-            pad_token_id=pad_id,
-            **kwargs,
-        )
-        gens = [finish(tokenizer, row, end_token_ids, stop) for row in out[:, ids.shape[1] :].tolist()]
+        ids, mask = ids.to(device), mask.to(device)
+        if cache_kwarg is not None:
+            new = greedy_batch(model, tokenizer, ids, mask, max_new_tokens, end_token_ids, stop, cache_kwarg)
+            trailing_pad = None
+        else:
+            out = model.generate(
+                input_ids=ids,
+                attention_mask=mask,
+                max_new_tokens=max_new_tokens,
+                do_sample=False,
+                num_beams=num_beams,
+                num_return_sequences=1,
+                eos_token_id=list(end_token_ids),
+                pad_token_id=pad_id,
+                **kwargs,
+            )
+            new, trailing_pad = out[:, ids.shape[1] :].tolist(), pad_id
+        gens = [finish(tokenizer, row, end_token_ids, stop, trailing_pad) for row in new]
         for i, g in zip(idx, gens, strict=True):
             results[i] = g
         if on_batch:

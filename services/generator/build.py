@@ -131,7 +131,9 @@ def build_cotset(spec: CotSetSpec, workdir: Path, out_dir: Path, count_tokens=No
     """
     from shared.datasets.registry import task_type
 
-    questions = load_split(spec.dataset, "train")
+    # a recorded teacher without a train file uses the file's own questions (no gold: not graded)
+    recorded_only = spec.teacher.kind == "recorded" and spec.dataset.name != "arith" and not spec.dataset.train_file
+    questions = [] if recorded_only else load_split(spec.dataset, "train")
     task = task_type(spec.dataset.name)
     records = grade_records(teacher_records(spec, questions, workdir), questions, spec.teacher.filter, task)
     if spec.teacher.kind in SERVER_KINDS:

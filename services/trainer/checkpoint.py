@@ -115,7 +115,12 @@ def load_state(workdir: Path, fingerprint: str, expected: dict[str, torch.Size])
         bad = workdir / f"{STATE_DIR}.corrupt"
         shutil.rmtree(bad, ignore_errors=True)
         folder.rename(bad)
-        log.warning("resume state in %s is unusable (%s: %s); set aside as %s, restarting from step 0",
-                    folder, type(e).__name__, str(e)[:200], bad.name)
+        log.warning(
+            "resume state in %s is unusable (%s: %s); set aside as %s, restarting from step 0",
+            folder,
+            type(e).__name__,
+            str(e)[:200],
+            bad.name,
+        )
         return None
     return ResumeState(step=step, weights=weights, optim=optim)

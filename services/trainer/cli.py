@@ -26,15 +26,30 @@ def _option(name: str) -> Callable:
     default = field.default
     ann = field.annotation
     if ann is bool:
-        return click.option(f"{flag}/--no-{flag[2:]}", name, default=default, show_default=True, help=field.description)
+        return click.option(
+            f"{flag}/--no-{flag[2:]}", name, default=default, show_default=True, help=field.description
+        )
     if typing.get_origin(ann) is typing.Literal:
-        return click.option(flag, name, type=click.Choice(list(typing.get_args(ann))), default=default,
-                            show_default=True, help=field.description)
+        return click.option(
+            flag,
+            name,
+            type=click.Choice(list(typing.get_args(ann))),
+            default=default,
+            show_default=True,
+            help=field.description,
+        )
     if name == "lora_target_modules":
-        return click.option(flag, name, default=default, show_default=True,
-                            help=f"{field.description} Comma-separated names, or all-linear.")
+        return click.option(
+            flag,
+            name,
+            default=default,
+            show_default=True,
+            help=f"{field.description} Comma-separated names, or all-linear.",
+        )
     args = [a for a in typing.get_args(ann) if a is not type(None)] or [ann]
-    return click.option(flag, name, type=args[0], default=default, show_default=default is not None, help=field.description)
+    return click.option(
+        flag, name, type=args[0], default=default, show_default=default is not None, help=field.description
+    )
 
 
 def training_options(func: Callable) -> Callable:
@@ -64,20 +79,47 @@ def resolve_cot(cot: str) -> Path:
 
 @click.command("train")
 @click.option("--student", required=True, help="Hub id or local path of the student.")
-@click.option("--cot", "cot", required=True,
-              help="CoT set: a folder, cot.jsonl, an alpaca JSON/JSONL file, or a CoT set key in the artifact store.")
-@click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path), help="Checkpoint folder.")
-@click.option("--template", type=click.Choice(["auto", "llama3", "gemma", "alpaca", "chatml"]), default="auto",
-              show_default=True, help="Prompt template; auto = the tokenizer's chat template, else alpaca.")
-@click.option("--seed", type=int, default=100, show_default=True, help="Seed for init, data order and dropout.")
+@click.option(
+    "--cot",
+    "cot",
+    required=True,
+    help="CoT set: a folder, cot.jsonl, an alpaca JSON/JSONL file, or a CoT set key in the artifact store.",
+)
+@click.option(
+    "--out", required=True, type=click.Path(file_okay=False, path_type=Path), help="Checkpoint folder."
+)
+@click.option(
+    "--template",
+    type=click.Choice(["auto", "llama3", "gemma", "alpaca", "chatml"]),
+    default="auto",
+    show_default=True,
+    help="Prompt template; auto = the tokenizer's chat template, else alpaca.",
+)
+@click.option(
+    "--seed", type=int, default=100, show_default=True, help="Seed for init, data order and dropout."
+)
 @click.option("--revision", default=None, help="Hub revision of the student.")
 @click.option("--trust-remote-code", is_flag=True, help="Allow the student's custom modelling code.")
-@click.option("--workdir", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Resumable state (default: .OUT.work beside OUT); rerun the same command to resume.")
+@click.option(
+    "--workdir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Resumable state (default: .OUT.work beside OUT); rerun the same command to resume.",
+)
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N.")
 @training_options
-def train(student: str, cot: str, out: Path, template: str, seed: int, revision: str | None, trust_remote_code: bool,
-          workdir: Path | None, device: str, **kw) -> None:
+def train(
+    student: str,
+    cot: str,
+    out: Path,
+    template: str,
+    seed: int,
+    revision: str | None,
+    trust_remote_code: bool,
+    workdir: Path | None,
+    device: str,
+    **kw,
+) -> None:
     """Fine-tune one student on one CoT set (paper defaults: full, lr 5e-5, 3 epochs, batch 64, cosine)."""
     from services.trainer.loop import TrainingError
     from services.trainer.recipe import train_sft
@@ -93,8 +135,18 @@ def train(student: str, cot: str, out: Path, template: str, seed: int, revision:
         raise click.BadParameter(str(e), param_hint="--cot") from None
     work = workdir or out.parent / f".{out.name}.work"
     try:
-        summary = train_sft(student, pairs, out, work, cfg, seed, template=template, revision=revision,
-                            trust_remote_code=trust_remote_code, device_setting=device)
+        summary = train_sft(
+            student,
+            pairs,
+            out,
+            work,
+            cfg,
+            seed,
+            template=template,
+            revision=revision,
+            trust_remote_code=trust_remote_code,
+            device_setting=device,
+        )
     except TrainingError as e:
         raise click.ClickException(str(e)) from None
     click.echo(json.dumps({k: v for k, v in summary.items() if k != "losses"}))
@@ -107,7 +159,9 @@ def model() -> None:
 
 @model.command("init-tiny")
 @click.argument("out", type=click.Path(file_okay=False, path_type=Path))
-@click.option("--corpus", multiple=True, help="Dataset or CoT files for the tokenizer (default: the arith text).")
+@click.option(
+    "--corpus", multiple=True, help="Dataset or CoT files for the tokenizer (default: the arith text)."
+)
 @click.option("--size", type=click.Choice(["xs", "s", "m", "l"]), default="s", show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
 def init_tiny_cmd(out: Path, corpus: tuple[str, ...], size: str, seed: int) -> None:

@@ -56,7 +56,9 @@ def plan_steps(n_examples: int, cfg: TrainingConfig, world_size: int = 1) -> tup
     return accum, max(1, math.ceil(cfg.epochs * steps_per_epoch))
 
 
-def batch_stream(examples: list[Example], cfg: TrainingConfig, seed: int, start_micro: int = 0) -> Iterator[list[int]]:
+def batch_stream(
+    examples: list[Example], cfg: TrainingConfig, seed: int, start_micro: int = 0
+) -> Iterator[list[int]]:
     """An endless stream of micro-batches over epochs, starting at micro-batch `start_micro`."""
     lengths = [len(e.input_ids) for e in examples]
     epoch, skipped = 0, 0
@@ -72,8 +74,21 @@ def batch_stream(examples: list[Example], cfg: TrainingConfig, seed: int, start_
 
 def order_settings(cfg: TrainingConfig, seed: int, world: int) -> dict:
     """The settings a resumed run must share with the run that saved the state."""
-    keys = ("method", "lr", "epochs", "max_steps", "scheduler", "warmup_steps", "global_batch_size",
-            "micro_batch_size", "cutoff", "weight_decay", "group_by_length", "lora_r", "lora_alpha")
+    keys = (
+        "method",
+        "lr",
+        "epochs",
+        "max_steps",
+        "scheduler",
+        "warmup_steps",
+        "global_batch_size",
+        "micro_batch_size",
+        "cutoff",
+        "weight_decay",
+        "group_by_length",
+        "lora_r",
+        "lora_alpha",
+    )
     return {k: getattr(cfg, k) for k in keys} | {"seed": seed, "world": world}
 
 
@@ -174,7 +189,10 @@ def run_loop(
         mine = micro[rank::world]
         step_loss = 0.0
         for j, mb in enumerate(mine):
-            batch = {k: v.to(device, non_blocking=True) for k, v in collate([examples[i] for i in mb], pad_id).items()}
+            batch = {
+                k: v.to(device, non_blocking=True)
+                for k, v in collate([examples[i] for i in mb], pad_id).items()
+            }
             with par.sync(last=j == len(mine) - 1), autocast:
                 loss = par.module(batch["input_ids"], batch["attention_mask"], batch["labels"], n_label)
                 (loss * world).backward()
@@ -207,7 +225,9 @@ def run_loop(
         steplog.write(record, step_real)
         if on_step:
             on_step(record)
-        if step < total_steps and (step % cfg.save_every_steps == 0 or (stop_after and step - start >= stop_after)):
+        if step < total_steps and (
+            step % cfg.save_every_steps == 0 or (stop_after and step - start >= stop_after)
+        ):
             save(step)
         if stop_after and step - start >= stop_after:
             break

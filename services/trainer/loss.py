@@ -14,8 +14,21 @@ from services.trainer.data import IGNORE
 
 # Families whose ForCausalLM forward is exactly lm_head(decoder(x)) (no logit scaling or capping).
 FAST_FAMILIES = {
-    "llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2", "gemma3_text", "phi3", "bloom",
-    "olmo", "olmo2", "stablelm", "starcoder2", "smollm3", "gpt_neox",
+    "llama",
+    "mistral",
+    "qwen2",
+    "qwen3",
+    "gemma",
+    "gemma2",
+    "gemma3_text",
+    "phi3",
+    "bloom",
+    "olmo",
+    "olmo2",
+    "stablelm",
+    "starcoder2",
+    "smollm3",
+    "gpt_neox",
 }
 
 

@@ -58,12 +58,20 @@ def _quantization(cfg: TrainingConfig, device: torch.device):
     from transformers import BitsAndBytesConfig
 
     return BitsAndBytesConfig(
-        load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True, bnb_4bit_compute_dtype=torch.bfloat16
+        load_in_4bit=True,
+        bnb_4bit_quant_type="nf4",
+        bnb_4bit_use_double_quant=True,
+        bnb_4bit_compute_dtype=torch.bfloat16,
     )
 
 
 def load_student(
-    model_id: str, revision: str | None, trust_remote_code: bool, cfg: TrainingConfig, seed: int, device: torch.device
+    model_id: str,
+    revision: str | None,
+    trust_remote_code: bool,
+    cfg: TrainingConfig,
+    seed: int,
+    device: torch.device,
 ):
     """The trainable student (peft-wrapped for LoRA/QLoRA) on `device`, and its tokenizer."""
     from transformers import AutoConfig, AutoModelForCausalLM
@@ -78,23 +86,35 @@ def load_student(
         if cfg.method == "qlora":
             raise TrainingError("QLoRA needs pretrained weights; it cannot train from scratch")
         config = AutoConfig.from_pretrained(model_id, **kwargs)
-        model = AutoModelForCausalLM.from_config(config, trust_remote_code=trust_remote_code, attn_implementation=attn)
+        model = AutoModelForCausalLM.from_config(
+            config, trust_remote_code=trust_remote_code, attn_implementation=attn
+        )
     elif quant is not None:
         model = AutoModelForCausalLM.from_pretrained(
-            model_id, quantization_config=quant, dtype=torch.bfloat16, attn_implementation=attn,
-            device_map={"": device.index or 0}, **kwargs,
+            model_id,
+            quantization_config=quant,
+            dtype=torch.bfloat16,
+            attn_implementation=attn,
+            device_map={"": device.index or 0},
+            **kwargs,
         )
     else:
         # Full fine-tuning keeps fp32 master weights (bf16 autocast does the compute on GPU);
         # a LoRA base is frozen, so it is held in the compute dtype.
         dtype = frozen_dtype if cfg.method == "lora" else torch.float32
-        model = AutoModelForCausalLM.from_pretrained(model_id, dtype=dtype, attn_implementation=attn, **kwargs)
-    checkpointing = cfg.gradient_checkpointing == "on" or (cfg.gradient_checkpointing == "auto" and device.type == "cuda")
+        model = AutoModelForCausalLM.from_pretrained(
+            model_id, dtype=dtype, attn_implementation=attn, **kwargs
+        )
+    checkpointing = cfg.gradient_checkpointing == "on" or (
+        cfg.gradient_checkpointing == "auto" and device.type == "cuda"
+    )
     if quant is not None:
         from peft import prepare_model_for_kbit_training
 
         model = prepare_model_for_kbit_training(
-            model, use_gradient_checkpointing=checkpointing, gradient_checkpointing_kwargs={"use_reentrant": False}
+            model,
+            use_gradient_checkpointing=checkpointing,
+            gradient_checkpointing_kwargs={"use_reentrant": False},
         )
     elif checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
@@ -122,7 +142,9 @@ def add_lora(model, cfg: TrainingConfig, base_ref: str, revision: str | None):
     try:
         peft_model = get_peft_model(model, lora)
     except ValueError as e:
-        raise TrainingError(f"LoRA target modules {cfg.lora_target_modules!r} do not fit this model: {e}") from None
+        raise TrainingError(
+            f"LoRA target modules {cfg.lora_target_modules!r} do not fit this model: {e}"
+        ) from None
     peft_model.peft_config["default"].base_model_name_or_path = base_ref
     return peft_model
 
@@ -130,7 +152,9 @@ def add_lora(model, cfg: TrainingConfig, base_ref: str, revision: str | None):
 def save_checkpoint(model, tok, out_dir: Path, cfg: TrainingConfig, state_dict: dict | None = None) -> None:
     """Write safetensors weights (full model, or LoRA adapter / merged model) and the tokenizer."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(out_dir, safe_serialization=True, **({"state_dict": state_dict} if state_dict else {}))
+    model.save_pretrained(
+        out_dir, safe_serialization=True, **({"state_dict": state_dict} if state_dict else {})
+    )
     tok.save_pretrained(out_dir)
     if cfg.method in ("lora", "qlora") and cfg.merge_lora:
         merge_adapter(out_dir)
@@ -149,5 +173,7 @@ def merge_adapter(adapter_dir: Path, dtype: torch.dtype | None = None) -> None:
     for name in ("adapter_config.json", "adapter_model.safetensors", "adapter_model.bin"):
         (adapter_dir / name).unlink(missing_ok=True)
     merged.save_pretrained(adapter_dir, safe_serialization=True)
-    (adapter_dir / "merged_from.json").write_text(json.dumps({"base_model": cfg.get("base_model_name_or_path")}))
+    (adapter_dir / "merged_from.json").write_text(
+        json.dumps({"base_model": cfg.get("base_model_name_or_path")})
+    )
     log.info("merged the LoRA adapter into %s", cfg.get("base_model_name_or_path"))

@@ -53,7 +53,11 @@ def plan_mode(parallel: str, device: torch.device, info: DistInfo) -> str:
         return "none"
     if device.type == "cuda" and torch.cuda.device_count() > 1:
         return "spawn"
-    log.warning("parallel=%s needs several GPUs; this worker sees one %s device, so it trains on one", parallel, device.type)
+    log.warning(
+        "parallel=%s needs several GPUs; this worker sees one %s device, so it trains on one",
+        parallel,
+        device.type,
+    )
     return "none"
 
 
@@ -75,7 +79,9 @@ def _decoder_layers(lm: nn.Module) -> list[nn.Module]:
 class Parallel:
     """Wraps the loss module for the chosen mode and gathers/scatters full state for saving."""
 
-    def __init__(self, module: nn.Module, lm: nn.Module, mode: str, info: DistInfo, device: torch.device, bf16: bool):
+    def __init__(
+        self, module: nn.Module, lm: nn.Module, mode: str, info: DistInfo, device: torch.device, bf16: bool
+    ):
         self.lm, self.mode, self.info, self.device = lm, mode, info, device
         if mode == "ddp":
             from torch.nn.parallel import DistributedDataParallel
@@ -85,7 +91,9 @@ class Parallel:
         elif mode == "fsdp":
             from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 
-            mp = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32) if bf16 else None
+            mp = (
+                MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32) if bf16 else None
+            )
             kw = {"mp_policy": mp} if mp else {}
             for layer in _decoder_layers(lm):
                 fully_shard(layer, **kw)
@@ -117,7 +125,9 @@ class Parallel:
         if self.mode == "fsdp":
             from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 
-            sd = get_model_state_dict(self.lm, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+            sd = get_model_state_dict(
+                self.lm, options=StateDictOptions(full_state_dict=True, cpu_offload=True)
+            )
             return {n: sd[n] for n in self.names if n in sd}
         params = dict(self.lm.named_parameters())
         return {n: params[n].detach() for n in self.names}
@@ -127,7 +137,9 @@ class Parallel:
         if self.mode == "fsdp":
             from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
 
-            set_model_state_dict(self.lm, weights, options=StateDictOptions(full_state_dict=True, strict=False))
+            set_model_state_dict(
+                self.lm, weights, options=StateDictOptions(full_state_dict=True, strict=False)
+            )
             return
         params = dict(self.lm.named_parameters())
         with torch.no_grad():
@@ -148,7 +160,9 @@ class Parallel:
         if self.mode == "fsdp":
             from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
 
-            set_optimizer_state_dict(self.lm, optimizer, state, options=StateDictOptions(full_state_dict=True))
+            set_optimizer_state_dict(
+                self.lm, optimizer, state, options=StateDictOptions(full_state_dict=True)
+            )
             return
         optimizer.load_state_dict(state)
 
@@ -197,10 +211,20 @@ def spawn(spec: dict[str, Any], workdir: Path, nproc: int) -> dict[str, Any]:
     spec_path.write_text(json.dumps(spec))
     summary_path = workdir / "launch_summary.json"
     summary_path.unlink(missing_ok=True)
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
-           "-m", "services.trainer.launch", str(spec_path)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        f"--nproc-per-node={nproc}",
+        "-m",
+        "services.trainer.launch",
+        str(spec_path),
+    ]
     log.info("launching %d training processes: %s", nproc, " ".join(cmd))
     rc = subprocess.run(cmd, check=False).returncode
     if rc != 0 or not summary_path.exists():
-        raise TrainingError(f"distributed training over {nproc} GPUs failed (exit {rc}); see the ranks' log above")
+        raise TrainingError(
+            f"distributed training over {nproc} GPUs failed (exit {rc}); see the ranks' log above"
+        )
     return json.loads(summary_path.read_text())

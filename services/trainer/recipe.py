@@ -59,9 +59,17 @@ def train_sft(
     mode = plan_mode(cfg.parallel, device, info)
     if mode == "spawn":
         spec = {
-            "model_id": model_id, "pairs": pairs, "out_dir": str(out_dir), "workdir": str(workdir),
-            "cfg": cfg.model_dump(), "seed": seed, "template": template, "revision": revision,
-            "trust_remote_code": trust_remote_code, "device_setting": device_setting, "stop_after": stop_after,
+            "model_id": model_id,
+            "pairs": pairs,
+            "out_dir": str(out_dir),
+            "workdir": str(workdir),
+            "cfg": cfg.model_dump(),
+            "seed": seed,
+            "template": template,
+            "revision": revision,
+            "trust_remote_code": trust_remote_code,
+            "device_setting": device_setting,
+            "stop_after": stop_after,
         }
         return spawn(spec, workdir, torch.cuda.device_count())
     init_process_group(info, device)
@@ -69,7 +77,9 @@ def train_sft(
     examples = [encode_pair(tok, template, q, r, cfg.cutoff) for q, r in pairs]
     n_trunc = sum(e.truncated for e in examples)
     if n_trunc and info.main:
-        log.warning("truncated %d of %d examples to the cutoff of %d tokens", n_trunc, len(examples), cfg.cutoff)
+        log.warning(
+            "truncated %d of %d examples to the cutoff of %d tokens", n_trunc, len(examples), cfg.cutoff
+        )
     workdir.mkdir(parents=True, exist_ok=True)
     par = Parallel(ResponseLoss(model), model, mode, info, device, use_bf16(cfg, device))
     summary = run_loop(par, examples, cfg, seed, workdir, tok.pad_token_id, device, stop_after=stop_after)

@@ -132,7 +132,10 @@ def _execute(task: Task, queue: Queue, msg: Message, gs: GridState, aid: str, ct
         observe.init_teacher_series(msg.cot.teacher.name, msg.cot.teacher.concurrency)
     before = observe.snapshot()
     t0 = time.perf_counter()
-    log.info("grid=%s key=%s stage=%s: started (attempt %d)", gs.id, msg.key, queue, task.request.retries + 1)
+    redelivered = bool((task.request.delivery_info or {}).get("redelivered"))
+    log.info(
+        "grid=%s key=%s stage=%s: started (retry %d%s)", gs.id, msg.key, queue, task.request.retries, ", redelivered" * redelivered
+    )
     try:
         lease = Lease(ctx.redis, kind, msg.key, ctx.settings.lease_ttl_s)
         if lease.acquire(lambda: ctx.store.exists(kind, msg.key)):

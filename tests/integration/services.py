@@ -7,10 +7,12 @@ process a helper starts is stopped by it (by its own pid).
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -44,6 +46,19 @@ def wait_for(check: Callable[[], bool], timeout: float, what: str, interval: flo
             pass
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout:g}s waiting for {what}")
+
+
+@contextmanager
+def scratch_dir(prefix: str) -> Iterator[Path]:
+    """A private temporary folder (not pytest's shared basetemp); kept when COTD_KEEP_TEST_DIR is set."""
+    root = Path(tempfile.mkdtemp(prefix=prefix))
+    try:
+        yield root
+    finally:
+        if os.environ.get("COTD_KEEP_TEST_DIR"):
+            print(f"kept {root}")
+        else:
+            shutil.rmtree(root, ignore_errors=True)
 
 
 def redis_db(db: int) -> str:

@@ -22,6 +22,7 @@ from tests.integration.services import (
     cotd_env,
     moto_server,
     redis_db,
+    scratch_dir,
     wait_for,
 )
 
@@ -30,6 +31,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 REDIS_DB = 13
 BUCKET = "cotd-dist"
 GRID_TIMEOUT_S = 240
+TIMED = ("train_summary.json", "train_log.jsonl", "metrics.json")  # hold wall times; compared by field instead
 METRICS = ("accuracy", "ci_low", "ci_high", "n", "extraction_failure_rate", "mean_output_tokens")
 
 
@@ -119,10 +121,9 @@ class Cluster:
 
 
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory):
-    root = tmp_path_factory.mktemp("dist")
+def cluster():
     url = redis_db(REDIS_DB)
-    with moto_server(root) as endpoint:
+    with scratch_dir("cotd-dist-") as root, moto_server(root) as endpoint:
         c = Cluster(root, url, endpoint)
         try:
             for w in c.workers.values():
@@ -154,7 +155,7 @@ def _rows(doc: dict) -> dict[str, dict]:
     return {c["eval_key"]: c for c in doc["cells"]}
 
 
-def test_grid_runs_distributed_like_embedded(cluster, main_grid, tmp_path):
+def test_grid_runs_distributed_like_embedded(cluster, main_grid):
     import torch
 
     from shared.artifacts import LocalStore
@@ -176,17 +177,18 @@ def test_grid_runs_distributed_like_embedded(cluster, main_grid, tmp_path):
     assert dist is not None and cluster.ctx.store.get_json(f"grids/{res.grid_id}/grid.json")["name"] == "dist-main"
 
     torch.set_num_threads(1)  # as in the workers (OMP_NUM_THREADS=1)
-    emb = run_grid(load_grid(main_grid["path"]), tmp_path / "emb", echo=lambda _: None, device="cpu", jobs=1)
+    emb_dir = cluster.root / "embedded"
+    emb = run_grid(load_grid(main_grid["path"]), emb_dir, echo=lambda _: None, device="cpu", jobs=1)
     a, b = _rows(dist), _rows(emb)
     assert set(a) == set(b) and len(a) == 8
     for key, row in a.items():
         for f in ("cot_key", "checkpoint_key", "eval_key", "teacher", "level", "student", "seed", "cot_stats", *METRICS):
             assert row[f] == b[key][f], (f, row, b[key])
-    local = LocalStore(tmp_path / "emb" / "artifacts")
+    local = LocalStore(emb_dir / "artifacts")
     for row in a.values():  # bit-identical weights and predictions
         for kind, key in (("checkpoints", row["checkpoint_key"]), ("evals", row["eval_key"])):
-            files = {f["path"]: f["sha256"] for f in cluster.ctx.store.manifest(kind, key)["files"]}
-            assert files == {f["path"]: f["sha256"] for f in local.manifest(kind, key)["files"]}, (kind, key)
+            files = {f["path"]: f["sha256"] for f in cluster.ctx.store.manifest(kind, key)["files"] if f["path"] not in TIMED}
+            assert files == {f["path"]: f["sha256"] for f in local.manifest(kind, key)["files"] if f["path"] not in TIMED}
 
     out = cluster.cli("grid", "status", res.grid_id, "--json")
     assert out.returncode == 0, out.stderr
@@ -260,8 +262,8 @@ def test_bad_messages_are_rejected(cluster, main_grid):
     log = cluster.workers["trainer"].log()
     assert "unknown field" in _line(log, unknown) and "data" in _line(log, unknown)
     assert "missing field" in _line(log, missing) and "checkpoint" in _line(log, missing)
-    assert "must be a JSON object" in _line(log, not_object)
-    assert malformed in log and ("decode" in log.lower() or "rejected" in _line(log, malformed))
+    assert "Invalid JSON" in _line(log, not_object)
+    assert any(malformed in ln and "Can't decode message body" in ln for ln in log.splitlines())  # Celery acks it
     wait_for(lambda: cluster.ctx.redis.llen("train") == 0, 10, "the train queue to drain")
     assert cluster.workers["trainer"].proc.poll() is None  # the worker went on
 
@@ -274,7 +276,7 @@ def test_sigkill_trainer_midtask(cluster):
     from services.trainer.loop import resume_step
     from shared.orchestration.submit import KIND_OF  # noqa: F401 - same kinds as the store
 
-    res = cluster.submit(cluster.write_grid(tiny_grid("dist-kill", None, [3], 1, 5, max_steps=120)))
+    res = cluster.submit(cluster.write_grid(tiny_grid("dist-kill", None, [3], 1, 5, max_steps=60)))
     gs = cluster.state(res.grid_id)
     train_key = next(a.split(":", 1)[1] for a in gs.hash("art") if a.startswith("train:"))
     state_dir = cluster.root / "worker-cache" / BUCKET / ".work" / "checkpoints" / train_key / "state"

@@ -80,10 +80,26 @@ class FaultServer:
             "usage": {"prompt_tokens": 10, "completion_tokens": 7, "total_tokens": 17},
         })
 
+    async def generate(self, request: web.Request) -> web.Response:
+        body = await request.json()
+        q = body["inputs"].split("<|user|>")[-1].split("<|")[0].strip() if "<|user|>" in body["inputs"] else body["inputs"]
+        self.requests[q] += 1
+        if (f := await self._fault()) is not None:
+            return f
+        self.answered[q] += 1
+        text = self.reply(q)
+        out = {"generated_text": text}
+        if body.get("parameters", {}).get("details"):
+            out["details"] = {"finish_reason": "eos_token", "generated_tokens": 7, "seed": None, "prefill": [],
+                              "tokens": [{"id": 1, "text": text, "logprob": -0.1, "special": False}],
+                              "top_tokens": None, "best_of_sequences": None}
+        return web.json_response(out)
+
     def _run(self) -> None:
         asyncio.set_event_loop(self.loop)
         app = web.Application()
         app.router.add_post("/v1/chat/completions", self.chat)
+        app.router.add_post("/generate", self.generate)
         runner = web.AppRunner(app)
         self.loop.run_until_complete(runner.setup())
         self.loop.run_until_complete(web.TCPSite(runner, "127.0.0.1", self.port).start())
@@ -113,10 +129,30 @@ def _spec(url: str, **kw) -> CotSetSpec:
     return CotSetSpec(dataset=DatasetRef(name="svamp"), teacher=t, level=3, format="cot", prompt_version="p1")
 
 
-def test_faults_every_item_generated_or_failed_no_duplicates(tmp_path: Path) -> None:
+@pytest.fixture(scope="module")
+def chat_tokenizer(tmp_path_factory) -> Path:
+    """A small tokenizer with a chat template (the tgi /generate route applies it client-side)."""
+    from services.trainer.tiny import train_tokenizer
+
+    tok = train_tokenizer(["Question 1: how many? # 2", "We add the numbers. The answer is 3"], vocab_size=300)
+    tok.chat_template = (
+        "{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}\n{% endfor %}<|assistant|>"
+    )
+    path = tmp_path_factory.mktemp("tok")
+    tok.save_pretrained(path)
+    return path
+
+
+@pytest.mark.parametrize("kind", ["openai", "tgi-generate"])
+def test_faults_every_item_generated_or_failed_no_duplicates(tmp_path: Path, kind: str, request) -> None:
     qs = _questions(120)
     with FaultServer(fault_rate=0.3, stall_s=0.6) as srv:
-        spec = _spec(srv.url, concurrency=16, max_retries=8, timeout_s=0.3)
+        if kind == "openai":
+            spec = _spec(srv.url, concurrency=16, max_retries=8, timeout_s=0.3)
+        else:
+            t = TeacherSpec(name="fault-tgi", kind="tgi", route="generate", model=str(request.getfixturevalue("chat_tokenizer")),
+                            base_url=srv.url.removesuffix("/v1"), concurrency=16, max_retries=8, timeout_s=0.3)
+            spec = CotSetSpec(dataset=DatasetRef(name="svamp"), teacher=t, level=3, format="cot", prompt_version="p1")
         stats = RunStats()
         recs = asyncio.run(generate_remote(spec, qs, tmp_path, FAST, stats=stats))
     assert [r.id for r in recs] == [q.id for q in qs]  # every item, in order, once

@@ -6,7 +6,14 @@ import pytest
 import torch
 
 from services.evaluator.evaluate import load_for_inference
-from services.evaluator.generate import Generation, batch_order, cut_at_stop, finish, generate_batched, left_pad
+from services.evaluator.generate import (
+    Generation,
+    batch_order,
+    cut_at_stop,
+    finish,
+    generate_batched,
+    left_pad,
+)
 from services.trainer.templates import end_token, render_prompt
 from tests.unit.evaluator_student import arith_questions, tiny_student
 
@@ -54,9 +61,24 @@ def student():
     return model, tok, prompts, [tok.convert_tokens_to_ids(end_token("auto", tok))]
 
 
+def _one_generate_call_per_prompt(model, tok, prompts: list[str], max_new: int, end: list[int], stop=None):
+    """The plain way: `model.generate` for each prompt alone (greedy)."""
+    gens = []
+    for p in prompts:
+        ids = tok(p, add_special_tokens=False, return_tensors="pt")["input_ids"]
+        kw = {"stop_strings": stop, "tokenizer": tok} if stop else {}
+        out = model.generate(
+            input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=max_new, do_sample=False,
+            eos_token_id=end, pad_token_id=tok.pad_token_id, **kw,
+        )  # fmt: skip
+        gens.append(finish(tok, out[0, ids.shape[1] :].tolist(), end, stop or []))
+    return gens
+
+
 def test_batched_equals_one_at_a_time_and_sorted_equals_unsorted(student) -> None:
     model, tok, prompts, end = student
-    one = generate_batched(model, tok, prompts, 1, 48, end, sort_by_length=False)
+    one = _one_generate_call_per_prompt(model, tok, prompts, 48, end)
+    assert generate_batched(model, tok, prompts, 1, 48, end, sort_by_length=False) == one
     batched = generate_batched(model, tok, prompts, 5, 48, end)
     unsorted = generate_batched(model, tok, prompts, 5, 48, end, sort_by_length=False)
     assert batched == one
@@ -81,15 +103,20 @@ def test_stop_strings_cut_outputs(student) -> None:
     model, tok, prompts, end = student
     full = generate_batched(model, tok, prompts[:4], 4, 48, end)
     cut = generate_batched(model, tok, prompts[:4], 4, 48, end, stop=[". "])
+    assert cut == _one_generate_call_per_prompt(model, tok, prompts[:4], 48, end, stop=[". "])
     for f, c in zip(full, cut, strict=True):
         assert ". " not in c.text
         assert f.text.startswith(c.text)
         assert c.n_tokens <= f.n_tokens
-    assert any(c.n_tokens < f.n_tokens for f, c in zip(full, cut, strict=True)), "generation stops at the stop string"
+    assert any(c.n_tokens < f.n_tokens for f, c in zip(full, cut, strict=True)), (
+        "generation stops at the stop string"
+    )
 
 
 def test_beam_search_runs(student) -> None:
     model, tok, prompts, end = student
     beams = generate_batched(model, tok, prompts[:4], 4, 32, end, num_beams=3)
     assert len(beams) == 4 and all(isinstance(g, Generation) for g in beams)
-    assert all(g.text for g in beams)
+    assert all(g.text and 0 < g.n_tokens <= 32 for g in beams)
+    stopped = generate_batched(model, tok, prompts[:4], 4, 32, end, stop=[". "], num_beams=2)
+    assert all(". " not in g.text for g in stopped)

@@ -54,7 +54,12 @@ def _wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
 
 def test_summarize_fields_and_wilson_interval() -> None:
     rows = [
-        {"correct": i < 30, "extracted": None if i >= 45 else "1", "n_tokens": 10 + i % 3, "rule": "answer-is"}
+        {
+            "correct": i < 30,
+            "extracted": None if i >= 45 else "1",
+            "n_tokens": 10 + i % 3,
+            "rule": "answer-is",
+        }
         for i in range(50)
     ]
     m = summarize(rows, wall_s=4.0, generated_tokens=300, generation_s=2.0)
@@ -74,7 +79,12 @@ def test_summarize_fields_and_wilson_interval() -> None:
 def test_read_partial_drops_a_torn_line_and_other_settings(tmp_path: Path) -> None:
     path = tmp_path / PARTIAL
     rows = [{"id": f"q{i}", "output": "x"} for i in range(3)]
-    path.write_text(json.dumps({"_resume": "abc"}) + "\n" + "".join(json.dumps(r) + "\n" for r in rows) + '{"id": "q3", "out')
+    path.write_text(
+        json.dumps({"_resume": "abc"})
+        + "\n"
+        + "".join(json.dumps(r) + "\n" for r in rows)
+        + '{"id": "q3", "out'
+    )
     done = read_partial(path, "abc")
     assert sorted(done) == ["q0", "q1", "q2"]
     assert path.read_text().endswith("}\n"), "the torn tail is removed so appends start on a clean line"
@@ -86,7 +96,9 @@ def test_read_partial_drops_a_torn_line_and_other_settings(tmp_path: Path) -> No
 def test_fingerprint_ignores_batching_but_not_decoding(tmp_path: Path) -> None:
     (tmp_path / "model.safetensors").write_bytes(b"0" * 10)
     fp = resume_fingerprint(tmp_path, EvaluationConfig(batch_size=8), "auto", "transformers")
-    assert fp == resume_fingerprint(tmp_path, EvaluationConfig(batch_size=2, sort_by_length=False), "auto", "transformers")
+    assert fp == resume_fingerprint(
+        tmp_path, EvaluationConfig(batch_size=2, sort_by_length=False), "auto", "transformers"
+    )
     assert fp != resume_fingerprint(tmp_path, EvaluationConfig(max_new_tokens=7), "auto", "transformers")
     assert fp != resume_fingerprint(tmp_path, EvaluationConfig(num_beams=5), "auto", "transformers")
     assert fp != resume_fingerprint(tmp_path, EvaluationConfig(), "alpaca", "transformers")

@@ -73,7 +73,9 @@ def _counting_load(counter: list[int]):
 
 
 @pytest.mark.slow
-def test_killed_evaluation_resumes_without_regenerating(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_killed_evaluation_resumes_without_regenerating(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     student = tiny_student()
     out = tmp_path / "killed"
     env = os.environ | {"PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
@@ -91,7 +93,9 @@ def test_killed_evaluation_resumes_without_regenerating(tmp_path: Path, monkeypa
             if partial.exists() and len(partial.read_text().splitlines()) >= 1 + 2 * BATCH:
                 break
             if child.poll() is not None:
-                pytest.fail(f"the evaluation ended before it could be killed: {child.stderr.read().decode()[-2000:]}")
+                pytest.fail(
+                    f"the evaluation ended before it could be killed: {child.stderr.read().decode()[-2000:]}"
+                )
             time.sleep(0.05)
         else:
             pytest.fail("no batch was written in time")
@@ -132,5 +136,7 @@ def test_other_settings_do_not_reuse_a_partial_file(tmp_path: Path, monkeypatch:
     (out / PARTIAL).write_text(json.dumps({"_resume": "some-other-run"}) + "\n" + json.dumps(stale) + "\n")
     calls: list[int] = []
     monkeypatch.setattr(ev, "load_for_inference", _counting_load(calls))
-    m = evaluate_model(student, questions, out, EvaluationConfig(batch_size=4, max_new_tokens=8), device_setting="cpu")
+    m = evaluate_model(
+        student, questions, out, EvaluationConfig(batch_size=4, max_new_tokens=8), device_setting="cpu"
+    )
     assert sum(calls) == 4 and m["resumed"] == 0

@@ -16,14 +16,22 @@ SPECIAL = {
     "alpaca": [],
     "auto": [],
 }
-END = {"llama3": "<|eot_id|>", "gemma": "<end_of_turn>", "chatml": "<|im_end|>", "alpaca": "<|eos|>", "auto": "<|eos|>"}
+END = {
+    "llama3": "<|eot_id|>",
+    "gemma": "<end_of_turn>",
+    "chatml": "<|im_end|>",
+    "alpaca": "<|eos|>",
+    "auto": "<|eos|>",
+}
 QUESTION = "Tom has 12 apples and eats 3. How many are left?"
 RESPONSE = " He had 12 apples and ate 3, so 12 - 3 = 9 remain. The answer is 9"
 
 
 def tokenizer_for(template: str):
     """A tiny BPE tokenizer with the template's special tokens added."""
-    tok = train_tokenizer([QUESTION, RESPONSE, "user assistant model Instruction Response"] * 3, vocab_size=300)
+    tok = train_tokenizer(
+        [QUESTION, RESPONSE, "user assistant model Instruction Response"] * 3, vocab_size=300
+    )
     if SPECIAL[template]:
         tok.add_special_tokens({"additional_special_tokens": SPECIAL[template]})
     if template == "auto":

@@ -13,7 +13,11 @@ from shared.config import TrainingConfig
 
 torch.set_num_threads(1)
 
-PAIRS = [(f"What is {a} * {b}?", f"{a} * {b} = {a * b}. The answer is {a * b}") for a in range(1, 9) for b in range(2, 5)]
+PAIRS = [
+    (f"What is {a} * {b}?", f"{a} * {b} = {a * b}. The answer is {a * b}")
+    for a in range(1, 9)
+    for b in range(2, 5)
+]
 
 
 @pytest.fixture(scope="module")
@@ -28,7 +32,17 @@ def base(tmp_path_factory) -> Path:
 
 def cfg(**kw) -> TrainingConfig:
     return TrainingConfig(
-        **({"method": "lora", "lr": 5e-3, "max_steps": 4, "global_batch_size": 8, "micro_batch_size": 4, "lora_r": 4} | kw)
+        **(
+            {
+                "method": "lora",
+                "lr": 5e-3,
+                "max_steps": 4,
+                "global_batch_size": 8,
+                "micro_batch_size": 4,
+                "lora_r": 4,
+            }
+            | kw
+        )
     )
 
 
@@ -47,8 +61,14 @@ def test_adapter_saved_reloaded_and_merged_gives_same_logits(base: Path, tmp_pat
 
     s = train_sft(str(base), PAIRS, tmp_path / "out", tmp_path / "work", cfg(), seed=100)
     out = tmp_path / "out"
-    assert s["complete"] and (out / "adapter_model.safetensors").exists() and not (out / "model.safetensors").exists()
-    assert json.loads((out / "adapter_config.json").read_text())["base_model_name_or_path"] == str(base.resolve())
+    assert (
+        s["complete"]
+        and (out / "adapter_model.safetensors").exists()
+        and not (out / "model.safetensors").exists()
+    )
+    assert json.loads((out / "adapter_config.json").read_text())["base_model_name_or_path"] == str(
+        base.resolve()
+    )
     tok = AutoTokenizer.from_pretrained(out)
     peft_model = AutoPeftModelForCausalLM.from_pretrained(out).eval()
     adapted = logits(peft_model, tok)
@@ -65,11 +85,19 @@ def test_adapter_saved_reloaded_and_merged_gives_same_logits(base: Path, tmp_pat
 def test_only_adapters_train_and_targets_are_settable(base: Path, tmp_path: Path) -> None:
     from safetensors.torch import load_file
 
-    s = train_sft(str(base), PAIRS, tmp_path / "out", tmp_path / "work",
-                  cfg(max_steps=2, lora_target_modules=["q_proj", "v_proj"], lora_alpha=8, lora_dropout=0.0), seed=1)
+    s = train_sft(
+        str(base),
+        PAIRS,
+        tmp_path / "out",
+        tmp_path / "work",
+        cfg(max_steps=2, lora_target_modules=["q_proj", "v_proj"], lora_alpha=8, lora_dropout=0.0),
+        seed=1,
+    )
     assert s["complete"]
     conf = json.loads((tmp_path / "out" / "adapter_config.json").read_text())
-    assert sorted(conf["target_modules"]) == ["q_proj", "v_proj"] and conf["r"] == 4 and conf["lora_alpha"] == 8
+    assert (
+        sorted(conf["target_modules"]) == ["q_proj", "v_proj"] and conf["r"] == 4 and conf["lora_alpha"] == 8
+    )
     keys = load_file(str(tmp_path / "out" / "adapter_model.safetensors"))
     assert keys and all("lora_" in k and ("q_proj" in k or "v_proj" in k) for k in keys)
 
@@ -77,7 +105,9 @@ def test_only_adapters_train_and_targets_are_settable(base: Path, tmp_path: Path
 def test_merge_lora_option_saves_a_full_model(base: Path, tmp_path: Path) -> None:
     from transformers import AutoModelForCausalLM
 
-    train_sft(str(base), PAIRS, tmp_path / "out", tmp_path / "work", cfg(max_steps=1, merge_lora=True), seed=1)
+    train_sft(
+        str(base), PAIRS, tmp_path / "out", tmp_path / "work", cfg(max_steps=1, merge_lora=True), seed=1
+    )
     assert (tmp_path / "out" / "model.safetensors").exists()
     AutoModelForCausalLM.from_pretrained(tmp_path / "out")
 
@@ -86,4 +116,11 @@ def test_bad_target_modules_are_a_clear_error(base: Path, tmp_path: Path) -> Non
     from services.trainer.loop import TrainingError
 
     with pytest.raises(TrainingError, match="target modules"):
-        train_sft(str(base), PAIRS, tmp_path / "out", tmp_path / "work", cfg(lora_target_modules=["nope_proj"]), seed=1)
+        train_sft(
+            str(base),
+            PAIRS,
+            tmp_path / "out",
+            tmp_path / "work",
+            cfg(lora_target_modules=["nope_proj"]),
+            seed=1,
+        )

@@ -14,7 +14,11 @@ from shared.config import TrainingConfig
 
 torch.set_num_threads(1)
 
-PAIRS = [(f"What is {a} + {b}?", f"{a} + {b} = {a + b}. The answer is {a + b}") for a in range(1, 9) for b in range(1, 5)]
+PAIRS = [
+    (f"What is {a} + {b}?", f"{a} + {b} = {a + b}. The answer is {a + b}")
+    for a in range(1, 9)
+    for b in range(1, 5)
+]
 
 
 @pytest.fixture(scope="module")
@@ -30,7 +34,9 @@ def base(tmp_path_factory) -> Path:
 
 def cfg(**kw) -> TrainingConfig:
     """Small, fast settings."""
-    return TrainingConfig(**({"lr": 3e-3, "max_steps": 8, "global_batch_size": 8, "micro_batch_size": 4} | kw))
+    return TrainingConfig(
+        **({"lr": 3e-3, "max_steps": 8, "global_batch_size": 8, "micro_batch_size": 4} | kw)
+    )
 
 
 def weights(path: Path) -> dict[str, torch.Tensor]:
@@ -106,12 +112,27 @@ def test_non_finite_loss_stops_with_a_clear_error(base: Path, tmp_path: Path, mo
 
 def test_qlora_on_cpu_is_a_clear_error(base: Path, tmp_path: Path) -> None:
     with pytest.raises(TrainingError, match="QLoRA needs a CUDA GPU"):
-        train_sft(str(base), PAIRS, tmp_path / "out", tmp_path / "work", cfg(method="qlora"), seed=1, device_setting="cpu")
+        train_sft(
+            str(base),
+            PAIRS,
+            tmp_path / "out",
+            tmp_path / "work",
+            cfg(method="qlora"),
+            seed=1,
+            device_setting="cpu",
+        )
 
 
 def test_parallel_on_cpu_degrades_to_one_device(base: Path, tmp_path: Path) -> None:
-    s = train_sft(str(base), PAIRS, tmp_path / "out", tmp_path / "work", cfg(max_steps=1, parallel="fsdp"), seed=1,
-                  device_setting="cpu")
+    s = train_sft(
+        str(base),
+        PAIRS,
+        tmp_path / "out",
+        tmp_path / "work",
+        cfg(max_steps=1, parallel="fsdp"),
+        seed=1,
+        device_setting="cpu",
+    )
     assert s["complete"] and s["parallel"] == "none" and s["world_size"] == 1
 
 
@@ -124,16 +145,33 @@ def test_cli_trains_from_a_store_key(base: Path, tmp_path: Path, monkeypatch) ->
     store = LocalStore(tmp_path / "store")
     src = tmp_path / "cotset"
     src.mkdir()
-    (src / "cot.jsonl").write_text("".join(json.dumps({"id": str(i), "question": q, "rationale": r}) + "\n"
-                                           for i, (q, r) in enumerate(PAIRS)))
+    (src / "cot.jsonl").write_text(
+        "".join(
+            json.dumps({"id": str(i), "question": q, "rationale": r}) + "\n" for i, (q, r) in enumerate(PAIRS)
+        )
+    )
     store.publish("cotsets", "abc123", src, {})
     monkeypatch.setenv("COTD_STORE_DIR", str(tmp_path / "store"))
     from shared.settings import get_settings
 
     if hasattr(get_settings, "cache_clear"):
         get_settings.cache_clear()
-    args = ["--student", str(base), "--cot", "abc123", "--out", str(tmp_path / "ck"), "--max-steps", "2",
-            "--global-batch-size", "8", "--micro-batch-size", "4", "--lr", "1e-3"]
+    args = [
+        "--student",
+        str(base),
+        "--cot",
+        "abc123",
+        "--out",
+        str(tmp_path / "ck"),
+        "--max-steps",
+        "2",
+        "--global-batch-size",
+        "8",
+        "--micro-batch-size",
+        "4",
+        "--lr",
+        "1e-3",
+    ]
     res = CliRunner().invoke(train, args)
     assert res.exit_code == 0, res.output
     assert json.loads(res.output[res.output.index('{"steps"') :].splitlines()[0])["complete"]

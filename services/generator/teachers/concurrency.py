@@ -9,6 +9,7 @@ the maximum. The current limit is published on ``cotd_generator_concurrency_limi
 from __future__ import annotations
 
 import asyncio
+from collections import deque
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -16,7 +17,11 @@ from shared.metrics import GENERATOR_CONCURRENCY_LIMIT
 
 
 class AdaptiveLimiter:
-    """An asyncio semaphore whose size follows additive-increase / multiplicative-decrease."""
+    """A semaphore whose size follows additive-increase / multiplicative-decrease.
+
+    Waiters queue in FIFO order; a released slot is handed to the next waiter directly, without
+    waking the others.
+    """
 
     def __init__(self, max_limit: int, teacher: str, min_limit: int = 1) -> None:
         if max_limit < 1:
@@ -28,26 +33,50 @@ class AdaptiveLimiter:
         self.teacher = teacher
         self._epoch = 0  # bumped at each decrease
         self._streak = 0
-        self._cond = asyncio.Condition()
+        self._waiters: deque[asyncio.Future] = deque()
         self.decreases = 0
         self._publish()
 
     def _publish(self) -> None:
         GENERATOR_CONCURRENCY_LIMIT.labels(teacher=self.teacher).set(self.limit)
 
+    async def acquire(self) -> int:
+        """Wait for a slot; returns the epoch the request starts in (pass it to `overloaded`)."""
+        if self.in_flight < self.limit and not self._waiters:
+            self.in_flight += 1
+            return self._epoch
+        fut = asyncio.get_running_loop().create_future()
+        self._waiters.append(fut)
+        try:
+            await fut
+        except asyncio.CancelledError:
+            if fut.done() and not fut.cancelled():
+                self.release()  # the slot was handed over as we were cancelled
+            else:
+                self._waiters.remove(fut)
+            raise
+        return self._epoch
+
+    def release(self) -> None:
+        """Free a slot and hand it to the next waiter if the limit allows."""
+        self.in_flight -= 1
+        self._hand_over()
+
+    def _hand_over(self) -> None:
+        while self._waiters and self.in_flight < self.limit:
+            fut = self._waiters.popleft()
+            if not fut.done():
+                self.in_flight += 1
+                fut.set_result(None)
+
     @asynccontextmanager
     async def slot(self) -> AsyncIterator[int]:
-        """Hold one request slot; yields the epoch the request started in (pass it to `overloaded`)."""
-        async with self._cond:
-            await self._cond.wait_for(lambda: self.in_flight < self.limit)
-            self.in_flight += 1
-            epoch = self._epoch
+        """Hold one request slot; yields the epoch the request started in."""
+        epoch = await self.acquire()
         try:
             yield epoch
         finally:
-            async with self._cond:
-                self.in_flight -= 1
-                self._cond.notify(max(1, self.limit - self.in_flight))
+            self.release()
 
     def succeeded(self) -> None:
         """Count a success; after `limit` successes in a row the limit grows by one."""
@@ -56,7 +85,7 @@ class AdaptiveLimiter:
             self.limit += 1
             self._streak = 0
             self._publish()
-            self._wake()
+            self._hand_over()
 
     def overloaded(self, epoch: int) -> None:
         """The server asked to back off: halve the limit (once per congestion episode)."""
@@ -69,13 +98,3 @@ class AdaptiveLimiter:
             self.limit = new
             self.decreases += 1
             self._publish()
-
-    def _wake(self) -> None:
-        async def _notify() -> None:
-            async with self._cond:
-                self._cond.notify_all()
-
-        try:
-            asyncio.get_running_loop().create_task(_notify())
-        except RuntimeError:  # no loop: nobody can be waiting
-            pass

@@ -280,7 +280,8 @@ async def _one(
             stats.attempts += 1
             start = time.perf_counter()
             try:
-                reply = await asyncio.wait_for(client.complete(messages), timeout=t.timeout_s)
+                async with asyncio.timeout(t.timeout_s):
+                    reply = await client.complete(messages)
             except Exception as exc:  # classified below: every failure is counted and maybe retried
                 f = classify(exc)
                 observe_teacher_request(t.name, f.status, time.perf_counter() - start, http_code=f.http_code)
