@@ -222,7 +222,9 @@ def _resolve_paths(data: dict[str, Any], base: Path) -> dict[str, Any]:
                 if f in ds:
                     ds[f] = fix(ds[f])
     for t in out.get("teachers") or []:
-        if isinstance(t, dict) and "files" in t:
+        if isinstance(t, dict) and isinstance(t.get("files"), dict):
+            t["files"] = {k: fix(v) for k, v in t["files"].items()}
+        elif isinstance(t, dict) and "files" in t:
             t["files"] = fix(t["files"])
     for s in out.get("students") or []:
         if isinstance(s, dict) and isinstance(s.get("model"), str) and s["model"].startswith("."):

@@ -75,8 +75,10 @@ class TeacherSpec(_Spec):
     base_url: str | None = Field(None, description="Server URL (tgi: TGI root or .../generate; openai: .../v1).")
     route: Literal["generate", "chat"] = Field("chat", description="tgi: /generate with the chat template, or /v1/chat/completions.")
     api_key_env: str | None = Field(None, description="Name of the environment variable holding the API key.")
-    files: str | None = Field(
-        None, description="recorded: a path template with {level} and {format}, e.g. data/SVAMP_level{level}.json."
+    files: str | dict[str, str] | None = Field(
+        None,
+        description="recorded: a path template with {level} and {format}, e.g. data/SVAMP_level{level}.json, "
+        "or a mapping format -> template (the paper keeps each format in its own files).",
     )
     concurrency: int = Field(8, gt=0, description="Max requests in flight (adapts down on 429/503).")
     max_new_tokens: int = Field(512, gt=0, description="Generation budget per rationale.")
@@ -109,9 +111,14 @@ class TeacherSpec(_Spec):
         return ident
 
 
-def recorded_path(template: str, level: int | None, fmt: str | None) -> str:
+def recorded_path(files: str | dict[str, str], level: int | None, fmt: str | None) -> str:
     """The recorded teacher's file for one level and format."""
-    return template.format(level=level, format=fmt or "cot")
+    fmt = fmt or "cot"
+    if isinstance(files, dict):
+        if fmt not in files:
+            raise ValueError(f"the recorded teacher has no files for format {fmt!r} (it has {', '.join(files)})")
+        files = files[fmt]
+    return files.format(level=level, format=fmt)
 
 
 class StudentSpec(_Spec):
