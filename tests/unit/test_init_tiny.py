@@ -35,8 +35,9 @@ def test_init_tiny_default_corpus_loads_with_auto_classes(tmp_path):
 
 
 def test_init_tiny_sizes_differ(tmp_path):
-    from services.trainer.tiny import init_tiny
     from transformers import AutoModelForCausalLM
+
+    from services.trainer.tiny import init_tiny
 
     sizes = {}
     for size in ("xs", "s"):

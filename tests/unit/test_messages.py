@@ -7,7 +7,14 @@ import json
 import pytest
 
 from shared.grid import expand, parse_grid
-from shared.messages import BadMessage, EvaluateMessage, GenerateMessage, TrainMessage, dump_message, parse_message
+from shared.messages import (
+    BadMessage,
+    EvaluateMessage,
+    GenerateMessage,
+    TrainMessage,
+    dump_message,
+    parse_message,
+)
 from shared.queues import Queue
 
 
