@@ -111,7 +111,7 @@ def import_paper(folder: Path, out: Path, grade: bool = True) -> dict:
     ``output`` field) when `grade` is set.
     """
     from services.generator.build import write_cotset
-    from services.generator.cotfiles import read_cot_file
+    from shared.cotset import read_cot_file
     from shared.datasets.registry import load_questions
     from shared.specs import CotSetSpec, DatasetRef, TeacherSpec
 

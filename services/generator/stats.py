@@ -111,7 +111,7 @@ def file_stats(
     ``teacher_accuracy`` is None. ``graded`` counts the records that found their gold answer.
     """
     from services.generator.build import grade_records
-    from services.generator.cotfiles import read_cot_file
+    from shared.cotset import read_cot_file
     from shared.datasets.registry import canonical_name, load_questions, task_type
 
     name = canonical_name(dataset)

@@ -38,10 +38,15 @@ def init_teacher_series(teacher: str, concurrency: int) -> None:
         gauge.set(concurrency)
 
 
-def init_stage_series() -> None:
-    """Label sets of the evaluator that exist from the start."""
-    for outcome in ("correct", "incorrect", "unparsed"):
-        m.EVALUATOR_PREDICTIONS.labels(outcome=outcome)
+def init_stage_series(stage: str) -> None:
+    """A worker's task series (and the evaluator's outcomes) at zero from the start."""
+    for metric in (m.WORKER_TASKS_STARTED, m.WORKER_TASKS_SUCCEEDED, m.WORKER_TASKS_FAILED, m.WORKER_TASKS_RETRIED):
+        metric.labels(stage=stage)
+    m.WORKER_IN_PROGRESS.labels(stage=stage)
+    m.WORKER_TASK_DURATION.labels(stage=stage)
+    if stage == "evaluate":
+        for outcome in ("correct", "incorrect", "unparsed"):
+            m.EVALUATOR_PREDICTIONS.labels(outcome=outcome)
 
 
 def snapshot() -> dict[str, float]:

@@ -13,10 +13,12 @@ import logging
 import re
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from pydantic import BaseModel
 
+from shared.artifacts import ArtifactStore
 from shared.grid import Cell, GridSpec, expand
 from shared.messages import EvaluateMessage, GenerateMessage, TrainMessage, dump_message
 from shared.orchestration.context import Context
@@ -162,15 +164,29 @@ def grid_spec(gs: GridState) -> GridSpec:
     return GridSpec.model_validate_json(gs.meta()["grid"])
 
 
+class _Manifests:
+    """The manifests `cell_row` reads, fetched in parallel up front (S3 round trips dominate)."""
+
+    def __init__(self, store: ArtifactStore, wanted: set[tuple[str, str]], threads: int = 16) -> None:
+        pairs = sorted(wanted)
+        with ThreadPoolExecutor(max_workers=threads) as pool:
+            self.found = dict(zip(pairs, pool.map(lambda kk: store.manifest(*kk), pairs), strict=True))
+
+    def manifest(self, kind: str, key: str) -> dict[str, Any] | None:
+        return self.found.get((kind, key))
+
+
 def grid_results(ctx: Context, gs: GridState) -> dict[str, Any]:
     """results.json of the grid now (shared/results.py rows, with each failed cell's reason)."""
     grid = grid_spec(gs)
     states, reasons = gs.cells(), gs.hash("reasons")
+    cells = expand(grid)
+    manifests = _Manifests(ctx.store, {("evals", c.key) for c in cells} | {("cotsets", c.cot.key) for c in cells})
     rows = []
-    for c in expand(grid):
+    for c in cells:
         st = states.get(c.key)
         status = st if st in ("failed", "cancelled", "pending", "running") else None
-        rows.append(cell_row(c, ctx.store, status=status, error=reasons.get(c.key)))
+        rows.append(cell_row(c, manifests, status=status, error=reasons.get(c.key)))  # type: ignore[arg-type]
     return results_doc(grid, rows)
 
 

@@ -53,7 +53,7 @@ def run_worker(role: str, metrics_port: int | None, concurrency: int, loglevel: 
     if port >= 0:
         start_metrics_server(port)
         register_queue_depth_exporter(s.redis_url, [str(q) for q in Queue])
-    init_stage_series()
+    init_stage_series(str(ROLE_QUEUES[role]))
     if role in ("trainer", "evaluator") and s.stage_mode != "noop":
         import torch  # loaded before the first task, so the first task's time is its own
 

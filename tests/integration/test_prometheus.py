@@ -175,13 +175,17 @@ def test_every_dashboard_query_has_data():
                 empty.pop(q, None)
                 return True
 
-            queries = [substitute(e, variables) for e in exprs]
-            for q in queries:  # each needs a couple of scrapes after its series appeared
-                try:
-                    wait_for(lambda q=q: has_data(q), 60, f"data for {q}", interval=1.0)
-                except AssertionError:
-                    pass
-            assert not empty, "queries without data:\n" + "\n".join(f"{q}\n    {r}" for q, r in empty.items())
+            pending = [substitute(e, variables) for e in exprs]
+
+            def all_have_data() -> bool:  # a rate() needs a couple of scrapes after its series appeared
+                pending[:] = [q for q in pending if not has_data(q)]
+                return not pending
+
+            try:
+                wait_for(all_have_data, 60, "every dashboard query to return data", interval=1.0)
+            except AssertionError:
+                pass
+            assert not pending, "queries without data:\n" + "\n".join(f"{q}\n    {empty.get(q)}" for q in pending)
 
             for var in (doc.get("templating") or {}).get("list", []):
                 m = re.fullmatch(r"label_values\((\w+),\s*(\w+)\)", var.get("definition", ""))

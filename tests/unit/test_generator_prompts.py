@@ -69,7 +69,7 @@ PAPER_LEVEL_FILES = {
 
 @pytest.mark.parametrize("which", sorted(PAPER_LEVEL_FILES))
 def test_paper_mean_words_grow_with_level(shared_data: Path, which: str) -> None:
-    from services.generator.cotfiles import read_cot_file
+    from shared.cotset import read_cot_file
 
     dataset = which.split("/")[0]
     means = []

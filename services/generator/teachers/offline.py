@@ -50,7 +50,7 @@ def recorded_records(spec: CotSetSpec, questions: list[Question]) -> list[CotRec
     grid), the file's own questions are used. A malformed item raises `DatasetError` naming the file
     and the item index.
     """
-    from services.generator.cotfiles import read_cot_file
+    from shared.cotset import read_cot_file
 
     if not spec.teacher.files:
         raise ValueError(f"teacher {spec.teacher.name}: kind recorded needs `files`")
