@@ -81,3 +81,6 @@ class EvaluationConfig(_Strict):
     stop: list[str] = Field(default_factory=list, description="Extra stop strings (EOS always stops).")
     sort_by_length: bool = Field(True, description="Sort prompts by length before batching.")
     test_size: int | None = Field(None, gt=0, description="Score only the first N test items.")
+    backend: Literal["transformers", "vllm", "auto"] = Field(
+        "transformers", description="Generation backend; vllm (optional, GPU) when installed, auto picks it then."
+    )

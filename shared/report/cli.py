@@ -19,9 +19,14 @@ from shared.report.build import REPORT_HTML, REPORT_JSON, REPORT_MD, ReportInput
     help="Output folder (default: the folder holding results.json).",
 )
 def report(dir_or_grid: str, out_dir: Path | None) -> None:
-    """Write report.md, report.json, report.html and PNG plots for a run folder or a results.json."""
+    """Write report.md, report.json, report.html and PNG plots for a run folder, a results.json or a grid id."""
+    from shared.orchestration.report import is_grid_id, report_grid
+
     try:
-        result = report_from_dir(dir_or_grid, out_dir)
+        if is_grid_id(None, dir_or_grid):  # a distributed grid: results and artifacts from Redis + the store
+            result, out_dir = report_grid(dir_or_grid, out_dir)
+        else:
+            result = report_from_dir(dir_or_grid, out_dir)
     except ReportInputError as exc:
         raise click.ClickException(str(exc)) from exc
     target = (

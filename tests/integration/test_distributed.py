@@ -195,6 +195,10 @@ def test_grid_runs_distributed_like_embedded(cluster, main_grid):
     st = json.loads(out.stdout)
     assert st["status"] == "done" and st["counts"]["done"] == 8 and len(st["cells"]) == 8
     assert cluster.cli("grid", "wait", res.grid_id, "--timeout", "5").returncode == 0
+    rep = cluster.cli("report", res.grid_id, "--out", str(cluster.root / "report"))
+    assert rep.returncode == 0, rep.stderr
+    assert json.loads((cluster.root / "report" / "results.json").read_text())["cells"] == dist["cells"]
+    assert (cluster.root / "report" / "report.md").exists()
 
 
 def test_resubmit_is_cached(cluster, main_grid):
@@ -300,3 +304,34 @@ def test_sigkill_trainer_midtask(cluster):
             objs = cluster.ctx.store.object_names(f"{kind}/{key}/")
             assert sorted(objs) == sorted([f"{kind}/{key}/{f['path']}" for f in man["files"]] + [f"{kind}/{key}/manifest.json"])
     assert gs.stage_counts()["train"].get("computed") == 1
+
+
+def test_failed_cell_does_not_stop_the_others(cluster, main_grid):
+    """A teacher whose files are missing fails its cells, with the reason; the other cells finish."""
+    doc = tiny_grid("dist-partial", str(cluster.root / "missing_level{level}.json"), [2], 1, 3)
+    res = cluster.submit(cluster.write_grid(doc))
+    assert cluster.wait(res.grid_id) == "failed"
+    st = json.loads(cluster.cli("grid", "status", res.grid_id, "--json").stdout)
+    by_teacher = {c["label"].split("/")[1]: c for c in st["cells"]}
+    assert by_teacher["rec"]["state"] == "failed" and "missing_level2.json" in by_teacher["rec"]["reason"]
+    assert by_teacher["proc"]["state"] in ("done", "cached")
+    assert st["stages"]["train"].get("failed") == 1  # the failed CoT set's checkpoint is never trained
+    waited = cluster.cli("grid", "wait", res.grid_id, "--timeout", "5")
+    assert waited.returncode == 1 and "missing_level2.json" in waited.stderr
+
+
+def test_transient_errors_are_retried_with_backoff():
+    import urllib3
+    from minio.error import S3Error
+
+    from shared.orchestration.tasks import BACKOFF_MAX_S, backoff_s, is_transient
+
+    assert is_transient(ConnectionRefusedError("teacher down"))
+    assert is_transient(urllib3.exceptions.MaxRetryError(None, "/x", "refused"))
+    assert is_transient(S3Error("SlowDown", "m", "r", "h", "i", None))
+    wrapped = RuntimeError("stage failed")
+    wrapped.__cause__ = TimeoutError("read timed out")
+    assert is_transient(wrapped)
+    assert not is_transient(ValueError("bad grid")) and not is_transient(FileNotFoundError("x"))
+    assert not is_transient(S3Error("AccessDenied", "m", "r", "h", "i", None))
+    assert all(0 <= backoff_s(n) <= BACKOFF_MAX_S for n in range(10))

@@ -33,18 +33,15 @@ CHILD = textwrap.dedent(
     from shared.config import EvaluationConfig
     from tests.unit.evaluator_student import arith_questions
 
-    load = ev.load_for_inference
+    generate = ev.generate_batched
 
-    def slow_load(*a, **k):  # a slow model, so that the parent can kill it between batches
-        model, tok = load(*a, **k)
-        generate = model.generate
-        def slow_generate(*ga, **gk):
+    def slow_generate(*a, on_batch, **k):  # slow batches, so that the parent can kill it between two
+        def slow_on_batch(idx, gens):
+            on_batch(idx, gens)
             time.sleep(0.4)
-            return generate(*ga, **gk)
-        model.generate = slow_generate
-        return model, tok
+        return generate(*a, on_batch=slow_on_batch, **k)
 
-    ev.load_for_inference = slow_load
+    ev.generate_batched = slow_generate
     cfg = EvaluationConfig(batch_size=int(sys.argv[3]), max_new_tokens=40)
     ev.evaluate_model(sys.argv[1], arith_questions(int(sys.argv[4])), Path(sys.argv[2]), cfg, device_setting="cpu")
     """
@@ -55,21 +52,15 @@ def _rows(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines()]
 
 
-def _counting_load(counter: list[int]):
-    load = ev.load_for_inference
+def _counting_generate(counter: list[int]):
+    """`generate_batched` that records how many prompts it was asked to generate."""
+    generate = ev.generate_batched
 
-    def counting(*a, **k):
-        model, tok = load(*a, **k)
-        generate = model.generate
+    def count(model, tokenizer, prompts, *a, **k):
+        counter.append(len(prompts))
+        return generate(model, tokenizer, prompts, *a, **k)
 
-        def count(*ga, **gk):
-            counter.append(gk["input_ids"].shape[0])
-            return generate(*ga, **gk)
-
-        model.generate = count
-        return model, tok
-
-    return counting
+    return count
 
 
 @pytest.mark.slow
@@ -109,7 +100,7 @@ def test_killed_evaluation_resumes_without_regenerating(
     assert 2 * BATCH <= len(kept) < N
 
     calls: list[int] = []
-    monkeypatch.setattr(ev, "load_for_inference", _counting_load(calls))
+    monkeypatch.setattr(ev, "generate_batched", _counting_generate(calls))
     questions = arith_questions(N)
     cfg = EvaluationConfig(batch_size=BATCH, max_new_tokens=40)
     resumed = evaluate_model(student, questions, out, cfg, device_setting="cpu")
@@ -135,7 +126,7 @@ def test_other_settings_do_not_reuse_a_partial_file(tmp_path: Path, monkeypatch:
              "gold": questions[0].gold, "correct": False, "rule": "x", "n_tokens": 3}  # fmt: skip
     (out / PARTIAL).write_text(json.dumps({"_resume": "some-other-run"}) + "\n" + json.dumps(stale) + "\n")
     calls: list[int] = []
-    monkeypatch.setattr(ev, "load_for_inference", _counting_load(calls))
+    monkeypatch.setattr(ev, "generate_batched", _counting_generate(calls))
     m = evaluate_model(
         student, questions, out, EvaluationConfig(batch_size=4, max_new_tokens=8), device_setting="cpu"
     )
