@@ -118,7 +118,8 @@ def wait_cmd(grid_id: str, timeout: float | None, interval: float) -> None:
     if status != "done":
         for cell in status_doc(gs)["cells"]:
             if cell["state"] in ("failed", "cancelled"):
-                click.echo(f"  {cell['state']} {cell['label']}: {cell.get('reason', '')}", err=True)
+                reason = f": {cell['reason']}" if "reason" in cell else ""
+                click.echo(f"  {cell['state']} {cell['label']}{reason}", err=True)
         sys.exit(1)
 
 

@@ -328,10 +328,10 @@ def test_transient_errors_are_retried_with_backoff():
 
     assert is_transient(ConnectionRefusedError("teacher down"))
     assert is_transient(urllib3.exceptions.MaxRetryError(None, "/x", "refused"))
-    assert is_transient(S3Error("SlowDown", "m", "r", "h", "i", None))
+    assert is_transient(S3Error(None, "SlowDown", "m", "r", "i", "h"))
     wrapped = RuntimeError("stage failed")
     wrapped.__cause__ = TimeoutError("read timed out")
     assert is_transient(wrapped)
     assert not is_transient(ValueError("bad grid")) and not is_transient(FileNotFoundError("x"))
-    assert not is_transient(S3Error("AccessDenied", "m", "r", "h", "i", None))
+    assert not is_transient(S3Error(None, "AccessDenied", "m", "r", "i", "h"))
     assert all(0 <= backoff_s(n) <= BACKOFF_MAX_S for n in range(10))
