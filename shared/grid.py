@@ -208,25 +208,28 @@ def load_grid(path: str | Path) -> GridSpec:
 
 
 def _resolve_paths(data: dict[str, Any], base: Path) -> dict[str, Any]:
-    """Make local file paths in datasets/teachers/students absolute, relative to the grid file."""
+    """Make local paths absolute, relative to the grid file's folder.
 
-    def fix(v: Any) -> Any:
-        if isinstance(v, str) and v and not Path(v).is_absolute():
-            return str((base / v).resolve()) if (v.startswith(".") or (base / v.split("{")[0]).exists()) else v
-        return v
+    Dataset files and recorded-teacher files are always paths; a student's `model` is a path
+    only when it starts with "." or names an existing folder (otherwise it is a hub id).
+    """
+
+    def path(v: Any) -> Any:
+        return str((base / v).resolve()) if isinstance(v, str) and v and not Path(v).is_absolute() else v
 
     out = dict(data)
     for ds in out.get("datasets") or []:
         if isinstance(ds, dict):
             for f in ("train_file", "test_file"):
                 if f in ds:
-                    ds[f] = fix(ds[f])
+                    ds[f] = path(ds[f])
     for t in out.get("teachers") or []:
         if isinstance(t, dict) and isinstance(t.get("files"), dict):
-            t["files"] = {k: fix(v) for k, v in t["files"].items()}
+            t["files"] = {k: path(v) for k, v in t["files"].items()}
         elif isinstance(t, dict) and "files" in t:
-            t["files"] = fix(t["files"])
+            t["files"] = path(t["files"])
     for s in out.get("students") or []:
-        if isinstance(s, dict) and isinstance(s.get("model"), str) and s["model"].startswith("."):
-            s["model"] = fix(s["model"])
+        m = s.get("model") if isinstance(s, dict) else None
+        if isinstance(m, str) and (m.startswith(".") or (base / m).is_dir()):
+            s["model"] = path(m)
     return out

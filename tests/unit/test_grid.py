@@ -152,3 +152,20 @@ def test_cli_exits_nonzero_with_the_one_line(tmp_path):
     assert result.exit_code != 0
     assert result.output.strip() == "Error: grid.yaml: students[1].method: must be one of full, lora, qlora"
     assert not (tmp_path / "out").exists()
+
+
+def test_relative_paths_resolve_against_the_grid_folder(tmp_path, monkeypatch):
+    sub = tmp_path / "grids"
+    sub.mkdir()
+    data = with_(
+        teachers=[{"name": "r", "kind": "recorded", "files": "rec_level{level}.json"}],
+        datasets=[{"name": "svamp", "train_file": "data/train.json", "test_file": "../test.json"}],
+        students=[{"name": "hub", "model": "org/model"}, {"name": "local", "model": "./ckpt"}],
+    )
+    monkeypatch.chdir(tmp_path)  # not the grid's folder
+    grid = load_grid(write(sub, data))
+    assert grid.teachers[0].files == str(sub / "rec_level{level}.json")
+    assert grid.datasets[0].train_file == str(sub / "data" / "train.json")
+    assert grid.datasets[0].test_file == str(tmp_path / "test.json")
+    assert grid.students[0].model == "org/model"
+    assert grid.students[1].model == str(sub / "ckpt")
