@@ -91,7 +91,7 @@ def bench_prompts(n: int) -> list[str]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--prompts", type=int, default=300)
-    ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--max-new-tokens", type=int, default=128)
     ap.add_argument("--train-steps", type=int, default=150)
     ap.add_argument("--rounds", type=int, default=10, help="Interleaved rounds of the two batched modes.")

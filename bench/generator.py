@@ -84,7 +84,7 @@ async def _baseline(url: str, n: int, concurrency: int) -> float:
                 [{"role": "user", "content": f"q{i}"}], model="m", max_tokens=16, temperature=0.0
             )
 
-    await one(-1)  # warm the connection pool
+    await asyncio.gather(*(one(-1 - i) for i in range(concurrency)))  # open the whole connection pool
     start = time.perf_counter()
     await asyncio.gather(*(one(i) for i in range(n)))
     wall = time.perf_counter() - start
@@ -103,7 +103,7 @@ def _generator(url: str, n: int, concurrency: int) -> float:
     )
     spec = CotSetSpec(dataset=DatasetRef(name="svamp"), teacher=t, level=3, format="cot", prompt_version="p1")
     with tempfile.TemporaryDirectory() as work:
-        asyncio.run(generate_remote(spec, qs[:1], Path(work) / "warm"))  # imports and first connection
+        asyncio.run(generate_remote(spec, qs[:concurrency], Path(work) / "warm"))  # imports, connections
         start = time.perf_counter()
         recs = asyncio.run(generate_remote(spec, qs, Path(work)))
         wall = time.perf_counter() - start
@@ -115,7 +115,7 @@ def _generator(url: str, n: int, concurrency: int) -> float:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--n", type=int, default=640)
+    ap.add_argument("--n", type=int, default=3200)
     ap.add_argument("--concurrency", type=int, default=32)
     ap.add_argument("--latency-ms", type=float, default=50.0)
     ap.add_argument("--repeats", type=int, default=2, help="Best of R runs for each side.")

@@ -8,10 +8,11 @@ from pathlib import Path
 
 import click
 
-from shared.datasets.base import DatasetError
-from shared.grid import GridError
+from shared.errors import CotdError
 
-USER_ERRORS: tuple[type[BaseException], ...] = (GridError, DatasetError, ValueError, FileNotFoundError)
+# CotdError covers bad grids, datasets, checkpoints and settings, teacher and training failures;
+# ValueError and FileNotFoundError cover what libraries raise for a bad argument or a missing file.
+USER_ERRORS: tuple[type[BaseException], ...] = (CotdError, ValueError, FileNotFoundError)
 
 
 class CotdGroup(click.Group):
@@ -22,10 +23,6 @@ class CotdGroup(click.Group):
             return super().invoke(ctx)
         except USER_ERRORS as e:
             raise click.ClickException(str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__) from None
-        except RuntimeError as e:
-            if type(e).__name__ in ("TrainingError", "TeacherError", "EvaluationError"):
-                raise click.ClickException(str(e).splitlines()[0]) from None
-            raise
 
 
 @click.group(cls=CotdGroup)

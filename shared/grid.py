@@ -13,11 +13,12 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from shared.config import EvaluationConfig, Format, TrainingConfig, apply_overrides
+from shared.errors import CotdError
 from shared.keys import content_key
 from shared.specs import CheckpointSpec, CotSetSpec, DatasetRef, EvalSpec, StudentSpec, TeacherSpec
 
 
-class GridError(ValueError):
+class GridError(CotdError, ValueError):
     """A grid file is invalid; the message is one line naming the file and the field."""
 
 

@@ -8,7 +8,6 @@ from pathlib import Path
 import click
 
 from services.evaluator.errors import EvaluationError
-from shared.datasets.base import DatasetError
 
 
 @click.command("evaluate")
@@ -94,62 +93,27 @@ def evaluate(
     """
     if bool(model_dir) == bool(predictions):
         raise click.UsageError("give exactly one of --model or --predictions")
-    try:
-        metrics = _run(
-            model_dir, predictions, dataset, data_file, gold_file, out, template, batch_size, max_new_tokens,
-            num_beams, list(stop), sort_by_length, backend, limit, question_field, output_field, gold_field, device,
-        )  # fmt: skip
-    except (DatasetError, EvaluationError) as e:
-        raise click.ClickException(_one_line(e)) from None
-    click.echo(json.dumps(metrics))
-
-
-def _one_line(e: Exception) -> str:
-    text = str(e).strip()
-    return text.splitlines()[0] if text else type(e).__name__
-
-
-def _run(
-    model_dir: str | None,
-    predictions: str | None,
-    dataset: str,
-    data_file: str | None,
-    gold_file: str | None,
-    out: Path,
-    template: str,
-    batch_size: int,
-    max_new_tokens: int,
-    num_beams: int,
-    stop: list[str],
-    sort_by_length: bool,
-    backend: str,
-    limit: int | None,
-    question_field: str | None,
-    output_field: str | None,
-    gold_field: str | None,
-    device: str,
-) -> dict:
-    """Score predictions, or load the test set and evaluate the model; the metrics."""
     if predictions:
         from services.evaluator.predictions import score_predictions
 
-        return score_predictions(
+        metrics = score_predictions(
             predictions, dataset, gold_file or predictions, out, question_field, output_field, gold_field
         )
-    from services.evaluator.evaluate import evaluate_model
-    from shared.config import EvaluationConfig
-    from shared.datasets.registry import load_questions
+    else:
+        from services.evaluator.evaluate import evaluate_model
+        from shared.config import EvaluationConfig
+        from shared.datasets.registry import load_questions
 
-    questions = load_questions(dataset, "test", data_file=data_file, limit=limit)
-    if not questions:
-        raise EvaluationError(f"{dataset}: the test set is empty")
-    cfg = EvaluationConfig(
-        batch_size=batch_size,
-        max_new_tokens=max_new_tokens,
-        num_beams=num_beams,
-        stop=stop,
-        sort_by_length=sort_by_length,
-    )
-    return evaluate_model(
-        model_dir, questions, out, cfg, template=template, device_setting=device, backend=backend
-    )
+        questions = load_questions(dataset, "test", data_file=data_file, limit=limit)
+        if not questions:
+            raise EvaluationError(f"{dataset}: the test set is empty")
+        cfg = EvaluationConfig(
+            batch_size=batch_size,
+            max_new_tokens=max_new_tokens,
+            num_beams=num_beams,
+            stop=list(stop),
+            sort_by_length=sort_by_length,
+            backend=backend,
+        )
+        metrics = evaluate_model(model_dir, questions, out, cfg, template=template, device_setting=device)
+    click.echo(json.dumps(metrics))

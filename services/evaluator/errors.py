@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from shared.errors import CotdError
 
-class EvaluationError(RuntimeError):
+
+class EvaluationError(CotdError, RuntimeError):
     """An evaluation cannot run as asked: an unknown or missing backend, an empty test set..."""

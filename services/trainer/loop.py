@@ -21,12 +21,13 @@ from services.trainer.data import IGNORE, Example, collate, micro_batches
 from services.trainer.parallel import Parallel
 from services.trainer.telemetry import LOG_FILE, StepLog, peak_memory, trim_log
 from shared.config import TrainingConfig
+from shared.errors import CotdError
 
 STATE_DIR = ckpt.STATE_DIR
 resume_step = ckpt.resume_step
 
 
-class TrainingError(RuntimeError):
+class TrainingError(CotdError, RuntimeError):
     """Training cannot go on (non-finite loss, empty data, bad settings)."""
 
 

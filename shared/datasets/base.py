@@ -9,6 +9,8 @@ from enum import StrEnum
 
 from pydantic import BaseModel, ConfigDict
 
+from shared.errors import CotdError
+
 
 class TaskType(StrEnum):
     """How an answer is extracted and graded."""
@@ -50,7 +52,7 @@ def question_id(dataset: str, text: str) -> str:
     return f"{dataset}-{digest}"
 
 
-class DatasetError(ValueError):
+class DatasetError(CotdError, ValueError):
     """A dataset file or item is malformed; the message names the file and the item."""
 
 

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from shared.errors import CotdError
 from shared.report.cells import Cell, normalise_cell
 from shared.report.cells import group_conditions as _group
 from shared.report.compare import ALPHA, BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED, Comparer
@@ -38,7 +39,7 @@ PredictionsLoader = Callable[[str], "list[dict] | None"]
 CotStatsLoader = Callable[[str], "dict | None"]
 
 
-class ReportInputError(ValueError):
+class ReportInputError(CotdError, ValueError):
     """The results file is missing, unreadable or not a results document."""
 
 

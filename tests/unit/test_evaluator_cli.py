@@ -9,8 +9,8 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from services.evaluator.cli import evaluate
 from services.evaluator.evaluate import PARTIAL
+from shared.cli import cli
 from tests.unit.evaluator_student import tiny_student
 
 torch.set_num_threads(1)
@@ -50,7 +50,7 @@ def test_evaluate_a_model_on_a_data_file(tmp_path: Path) -> None:
     out = tmp_path / "eval"
     args = ["--model", str(tiny_student()), "--dataset", "svamp", "--data-file", str(data), "--out", str(out)]
     res = CliRunner().invoke(
-        evaluate, [*args, "--batch-size", "2", "--max-new-tokens", "24", "--device", "cpu"]
+        cli, ["evaluate", *args, "--batch-size", "2", "--max-new-tokens", "24", "--device", "cpu"]
     )
     assert res.exit_code == 0, res.output
     metrics = json.loads(res.stdout.strip().splitlines()[-1])
@@ -74,7 +74,7 @@ def test_a_malformed_item_is_one_line_naming_file_and_index_and_keeps_partial_wo
     partial.write_text('{"_resume": "earlier"}\n{"id": "x", "output": "kept"}\n')
     before = partial.read_bytes()
     args = ["--model", str(tiny_student()), "--dataset", "svamp", "--data-file", str(bad), "--out", str(out)]
-    res = CliRunner().invoke(evaluate, args)
+    res = CliRunner().invoke(cli, ["evaluate", *args])
     assert res.exit_code != 0
     assert not isinstance(res.exception, Exception) or isinstance(res.exception, SystemExit), res.exception
     message = res.output.strip().splitlines()
@@ -86,8 +86,18 @@ def test_a_malformed_item_is_one_line_naming_file_and_index_and_keeps_partial_wo
     jsonl = tmp_path / "svamp_bad.jsonl"
     jsonl.write_text(json.dumps(SVAMP[0]) + "\n{broken\n")
     res = CliRunner().invoke(
-        evaluate,
-        ["--model", str(tiny_student()), "--dataset", "svamp", "--data-file", str(jsonl), "--out", str(out)],
+        cli,
+        [
+            "evaluate",
+            "--model",
+            str(tiny_student()),
+            "--dataset",
+            "svamp",
+            "--data-file",
+            str(jsonl),
+            "--out",
+            str(out),
+        ],
     )
     assert res.exit_code != 0 and "svamp_bad.jsonl" in res.output and "line 2" in res.output
 
@@ -109,7 +119,7 @@ def test_vllm_requested_without_vllm_is_a_clear_error(
         "--out",
         str(tmp_path / "o"),
     ]
-    res = CliRunner().invoke(evaluate, [*args, "--backend", "vllm"])
+    res = CliRunner().invoke(cli, ["evaluate", *args, "--backend", "vllm"])
     assert res.exit_code != 0 and "vllm package is not installed" in res.output
     assert len(res.output.strip().splitlines()) == 1
 
@@ -132,7 +142,7 @@ def test_score_predictions_with_named_fields(tmp_path: Path) -> None:
     out = tmp_path / "scored"
     args = ["--predictions", str(preds), "--dataset", "svamp", "--gold", str(gold), "--out", str(out)]
     fields = ["--question-field", "problem", "--output-field", "response", "--gold-field", "target"]
-    res = CliRunner().invoke(evaluate, [*args, *fields])
+    res = CliRunner().invoke(cli, ["evaluate", *args, *fields])
     assert res.exit_code == 0, res.output
     m = json.loads((out / "metrics.json").read_text())
     assert (m["n"], m["correct"]) == (3, 1)
@@ -142,11 +152,11 @@ def test_score_predictions_with_named_fields(tmp_path: Path) -> None:
     broken = _write(
         tmp_path / "preds_bad.json", [{"problem": qs[0], "response": "The answer is 3."}, {"problem": qs[1]}]
     )
-    res = CliRunner().invoke(evaluate, [*args[:1], str(broken), *args[2:], *fields])
+    res = CliRunner().invoke(cli, ["evaluate", *args[:1], str(broken), *args[2:], *fields])
     assert res.exit_code != 0 and "preds_bad.json" in res.output and "index 1" in res.output
     assert len(res.output.strip().splitlines()) == 1
 
 
 def test_exactly_one_of_model_or_predictions(tmp_path: Path) -> None:
-    res = CliRunner().invoke(evaluate, ["--dataset", "svamp", "--out", str(tmp_path)])
+    res = CliRunner().invoke(cli, ["evaluate", "--dataset", "svamp", "--out", str(tmp_path)])
     assert res.exit_code == 2 and "exactly one of --model or --predictions" in res.output

@@ -11,6 +11,7 @@ import torch
 from services.trainer.loop import TrainingError
 from services.trainer.recipe import train_sft
 from shared.config import TrainingConfig
+from tests.unit.tiny_student import tiny_student
 
 torch.set_num_threads(1)
 
@@ -24,12 +25,7 @@ PAIRS = [
 @pytest.fixture(scope="module")
 def base(tmp_path_factory) -> Path:
     """A tiny xs student whose tokenizer is trained on the PAIRS text."""
-    from services.trainer.tiny import init_tiny
-
-    root = tmp_path_factory.mktemp("tiny")
-    corpus = root / "corpus.json"
-    corpus.write_text(json.dumps([{"instruction": q, "output": r} for q, r in PAIRS]))
-    return init_tiny(root / "base", corpus=[str(corpus)], size="xs")
+    return tiny_student(tmp_path_factory.mktemp("tiny"), PAIRS)
 
 
 def cfg(**kw) -> TrainingConfig:

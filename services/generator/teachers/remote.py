@@ -36,6 +36,7 @@ from services.generator.teachers.concurrency import AdaptiveLimiter
 from services.generator.teachers.retry import RetryPolicy, classify
 from shared.cotset import CotRecord
 from shared.datasets.base import Question
+from shared.errors import CotdError
 from shared.metrics import observe_teacher_request
 from shared.specs import CotSetSpec, TeacherSpec
 
@@ -44,7 +45,7 @@ log = logging.getLogger(__name__)
 NO_KEY = "EMPTY"  # sent when no api_key_env is configured (see module docstring)
 
 
-class TeacherError(RuntimeError):
+class TeacherError(CotdError, RuntimeError):
     """A teacher is misconfigured or unreachable as a whole (not one failed item)."""
 
 
