@@ -12,6 +12,7 @@ from shared.answers import extract_answer, is_correct
 from shared.cotset import COT_FILE, CotRecord, write_records
 from shared.datasets.base import Question, TaskType, parse_choices
 from shared.datasets.splits import load_split
+from shared.errors import CotdError
 from shared.specs import CotSetSpec
 
 MANIFEST_FILE = "manifest.json"
@@ -123,6 +124,10 @@ def write_cotset(
     return manifest
 
 
+class TeacherUnavailable(CotdError, ConnectionError):
+    """Every request to a teacher server failed: an outage, retried by the workers with backoff."""
+
+
 def build_cotset(spec: CotSetSpec, workdir: Path, out_dir: Path, count_tokens=None) -> dict:
     """Write `cot.jsonl` into `out_dir` and return the manifest fields (spec, filter, stats).
 
@@ -138,6 +143,11 @@ def build_cotset(spec: CotSetSpec, workdir: Path, out_dir: Path, count_tokens=No
     records = grade_records(teacher_records(spec, questions, workdir), questions, spec.teacher.filter, task)
     if spec.teacher.kind in SERVER_KINDS:
         _count_outcomes(spec, records)
+        if records and all(r.error for r in records):
+            # an outage, not a CoT set: publish nothing, so the task retries (replies so far are journaled)
+            raise TeacherUnavailable(
+                f"teacher {spec.teacher.name}: all {len(records)} requests failed, e.g. {records[0].error}"
+            )
     out_dir.mkdir(parents=True, exist_ok=True)
     write_records(out_dir / COT_FILE, records)
     fn, tok_name = _counter(spec, count_tokens)
