@@ -20,7 +20,14 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from tests.integration.services import S3_KEY, S3_SECRET, Worker, cotd_env, moto_server, scratch_dir, wait_for  # noqa: E402
+from tests.integration.services import (  # noqa: E402
+    Worker,
+    client_settings,
+    cotd_env,
+    moto_server,
+    scratch_dir,
+    wait_for,
+)
 
 REDIS_URL = "redis://127.0.0.1:6379/11"
 BUCKET = "cotd-bench"
@@ -57,7 +64,6 @@ def main() -> int:
     from shared.orchestration.context import Context
     from shared.orchestration.state import GridState
     from shared.orchestration.submit import submit_grid
-    from shared.settings import Settings
 
     r = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2)
     try:
@@ -74,16 +80,7 @@ def main() -> int:
         try:
             for w in workers:
                 w.start()
-            settings = Settings(
-                redis_url=REDIS_URL,
-                store="s3",
-                s3_endpoint=endpoint,
-                s3_access_key=S3_KEY,
-                s3_secret_key=S3_SECRET,
-                s3_bucket=BUCKET,
-                cache_dir=str(root / "client-cache"),
-            )
-            ctx = Context(settings)
+            ctx = Context(client_settings(REDIS_URL, endpoint, BUCKET, root / "client-cache"))
             ctx.store.ensure_bucket()
             t0 = time.perf_counter()
             res = submit_grid(grid, ctx)

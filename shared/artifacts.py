@@ -55,9 +55,15 @@ class ArtifactStore(ABC):
     def fetch(self, kind: str, key: str) -> Path:
         """A local folder holding the artifact's files (read it, do not write it)."""
 
-    @abstractmethod
+    scratch_root: Path
+    """Local folder holding work in progress, `<scratch_root>/<kind>/<key>/`."""
+
     def scratch(self, kind: str, key: str) -> Path:
         """A local working folder for building the artifact (kept across crashes)."""
+        _check(kind, key)
+        p = self.scratch_root / kind / key
+        p.mkdir(parents=True, exist_ok=True)
+        return p
 
     @abstractmethod
     def put_json(self, path: str, obj: Any) -> None:
@@ -87,6 +93,7 @@ class LocalStore(ArtifactStore):
     def __init__(self, root: str | Path):
         self.root = Path(root).expanduser().resolve()
         self.root.mkdir(parents=True, exist_ok=True)
+        self.scratch_root = self.root / ".work"
 
     def path(self, kind: str, key: str) -> Path:
         """The folder of kind/key (published or not)."""
@@ -121,12 +128,6 @@ class LocalStore(ArtifactStore):
         if not self.exists(kind, key):
             raise FileNotFoundError(f"artifact {kind}/{key} is not published")
         return self.path(kind, key)
-
-    def scratch(self, kind: str, key: str) -> Path:
-        _check(kind, key)
-        p = self.root / ".work" / kind / key
-        p.mkdir(parents=True, exist_ok=True)
-        return p
 
     def put_json(self, path: str, obj: Any) -> None:
         dest = self.root / path

@@ -48,6 +48,7 @@ class S3Store(ArtifactStore):
         self.client = client
         self.bucket = bucket
         self.cache = Path(cache_dir).expanduser().resolve() / bucket
+        self.scratch_root = self.cache / ".work"
         self.part_size = part_size
         self.cache.mkdir(parents=True, exist_ok=True)
 
@@ -159,12 +160,6 @@ class S3Store(ArtifactStore):
         if local.get("published_at") != m.get("published_at") or local.get("files") != m.get("files"):
             return False
         return all((dest / f["path"]).is_file() and (dest / f["path"]).stat().st_size == f["size"] for f in m["files"])
-
-    def scratch(self, kind: str, key: str) -> Path:
-        _check(kind, key)
-        p = self.cache / ".work" / kind / key
-        p.mkdir(parents=True, exist_ok=True)
-        return p
 
     def put_json(self, path: str, obj: Any) -> None:
         self._put_bytes(path.lstrip("/"), json.dumps(obj, indent=2, default=str).encode())

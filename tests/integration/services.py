@@ -136,6 +136,21 @@ def cotd_env(redis_url: str, s3_endpoint: str, bucket: str, cache_dir: Path, **e
     return env
 
 
+def client_settings(redis_url: str, s3_endpoint: str, bucket: str, cache_dir: Path):
+    """The settings of a client (submit, status, report) of the same Redis and bucket as `cotd_env`."""
+    from shared.settings import Settings
+
+    return Settings(
+        redis_url=redis_url,
+        store="s3",
+        s3_endpoint=s3_endpoint,
+        s3_access_key=S3_KEY,
+        s3_secret_key=S3_SECRET,
+        s3_bucket=bucket,
+        cache_dir=str(cache_dir),
+    )
+
+
 class Worker:
     """A `cotd worker ROLE` subprocess with its log file and /metrics port."""
 

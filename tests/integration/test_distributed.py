@@ -16,9 +16,8 @@ import yaml
 
 from tests.integration.services import (
     COTD,
-    S3_KEY,
-    S3_SECRET,
     Worker,
+    client_settings,
     cotd_env,
     moto_server,
     redis_db,
@@ -67,7 +66,6 @@ class Cluster:
 
     def __init__(self, root: Path, redis_url: str, endpoint: str) -> None:
         from shared.orchestration.context import Context
-        from shared.settings import Settings
 
         self.root = root
         self.redis_url = redis_url
@@ -75,15 +73,7 @@ class Cluster:
         self.env = cotd_env(
             redis_url, endpoint, BUCKET, root / "worker-cache", COTD_VISIBILITY_TIMEOUT_S="10", COTD_LEASE_TTL_S="3"
         )
-        self.settings = Settings(
-            redis_url=redis_url,
-            store="s3",
-            s3_endpoint=endpoint,
-            s3_access_key=S3_KEY,
-            s3_secret_key=S3_SECRET,
-            s3_bucket=BUCKET,
-            cache_dir=str(root / "client-cache"),
-        )
+        self.settings = client_settings(redis_url, endpoint, BUCKET, root / "client-cache")
         self.ctx = Context(self.settings)
         self.workers = {
             "generator": Worker("generator", self.env, root, concurrency=2),
