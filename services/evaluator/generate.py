@@ -114,10 +114,12 @@ def greedy_batch(
     from transformers import DynamicCache
 
     device = ids.device
-    ends = set(end_token_ids)
+    n = ids.shape[0]
+    ends = torch.tensor(sorted(set(end_token_ids)), device=device)
     window = _stop_window(stop)
-    out: list[list[int]] = [[] for _ in range(ids.shape[0])]
-    rows = list(range(ids.shape[0]))  # batch position -> original row
+    buf = torch.zeros((n, max_new_tokens), dtype=torch.long, device=device)  # generated ids per row
+    lengths = torch.zeros(n, dtype=torch.long, device=device)
+    rows = torch.arange(n, device=device)  # batch position -> original row
     pos = (mask.cumsum(-1) - 1).clamp(min=0)
     cache = DynamicCache(config=model.config)
     step_ids = ids
@@ -131,26 +133,23 @@ def greedy_batch(
             **{cache_kwarg: cache},
         ).logits[:, -1]
         nxt = logits.argmax(-1)
-        keep: list[int] = []
-        for b, t in enumerate(nxt.tolist()):
-            seq = out[rows[b]]
-            seq.append(t)
-            if t in ends:
-                continue
-            if stop and any(s in tokenizer.decode(seq[-window:], skip_special_tokens=True) for s in stop):
-                continue
-            keep.append(b)
-        if not keep or step == max_new_tokens - 1:
+        buf[rows, step] = nxt
+        lengths[rows] = step + 1
+        done = torch.isin(nxt, ends)
+        if stop:  # stop strings need text: only the rows still running are decoded
+            for b in (~done).nonzero().flatten().tolist():
+                tail = buf[rows[b], max(0, step + 1 - window) : step + 1].tolist()
+                done[b] = any(s in tokenizer.decode(tail, skip_special_tokens=True) for s in stop)
+        keep = (~done).nonzero().flatten()
+        if keep.numel() == 0 or step == max_new_tokens - 1:
             break
-        if len(keep) < len(rows):
-            sel = torch.tensor(keep, device=device)
-            cache.batch_select_indices(sel)
-            mask, pos, nxt = mask[sel], pos[sel], nxt[sel]
-            rows = [rows[b] for b in keep]
-        mask = torch.cat([mask, mask.new_ones((len(rows), 1))], dim=1)
+        if keep.numel() < rows.numel():
+            cache.batch_select_indices(keep)
+            mask, pos, nxt, rows = mask[keep], pos[keep], nxt[keep], rows[keep]
+        mask = torch.cat([mask, mask.new_ones((rows.numel(), 1))], dim=1)
         pos = pos[:, -1:] + 1
         step_ids = nxt[:, None]
-    return out
+    return [buf[i, : int(lengths[i])].tolist() for i in range(n)]
 
 
 @torch.inference_mode()
