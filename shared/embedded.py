@@ -9,7 +9,6 @@ use two cores well from one process.
 from __future__ import annotations
 
 import json
-import logging
 import multiprocessing
 import os
 import time
@@ -24,8 +23,6 @@ from shared.grid import Cell, GridSpec, expand
 from shared.results import cell_row, results_doc
 from shared.specs import CheckpointSpec, EvalSpec
 from shared.stages import evaluate_stage, generate_stage, train_stage
-
-log = logging.getLogger("cotd.run")
 
 
 def _unique(cells: list[Cell], attr: str) -> list:
@@ -88,10 +85,10 @@ def run_grid(
         if "error" in outcome:
             failed[outcome["key"]] = outcome["error"]
             counts["failed"] += 1
-            bar.write(f"  {outcome['stage']} {outcome['key']}: FAILED {outcome['error']}")
+            bar.write(f"  grid={grid.name} {outcome['stage']} {outcome['key']}: FAILED {outcome['error']}")
         elif outcome["cached"]:
             counts["cached"] += 1
-            bar.write(f"  {outcome['stage']} {outcome['key']}: cached, not recomputed")
+            bar.write(f"  grid={grid.name} {outcome['stage']} {outcome['key']}: cached, not recomputed")
         else:
             counts["computed"] += 1
 

@@ -47,6 +47,7 @@ def generate_stage(spec: CotSetSpec, store: ArtifactStore) -> StageResult:
     out = _fresh(work / "out")
     manifest = build_cotset(spec, work, out)
     published = store.publish("cotsets", key, out, manifest)
+    log.info("published cotsets/%s", key)
     shutil.rmtree(work, ignore_errors=True)
     return StageResult(kind="cotsets", key=key, cached=False, manifest=published)
 
@@ -100,6 +101,7 @@ def train_stage(
         return StageResult(kind="checkpoints", key=key, cached=False, manifest={"incomplete": summary})
     manifest = {"student": spec.student.name, "base_model": spec.student.model, "cot_key": spec.cot.key, "train": summary}
     published = store.publish("checkpoints", key, out, manifest)
+    log.info("published checkpoints/%s", key)
     shutil.rmtree(work, ignore_errors=True)
     return StageResult(kind="checkpoints", key=key, cached=False, manifest=published)
 
@@ -129,6 +131,7 @@ def evaluate_stage(spec: EvalSpec, store: ArtifactStore, device: str = "auto") -
     )
     manifest = {"checkpoint_key": spec.checkpoint.key, "dataset": spec.dataset.name, "metrics": metrics}
     published = store.publish("evals", key, out, manifest)
+    log.info("published evals/%s", key)
     shutil.rmtree(work, ignore_errors=True)
     return StageResult(kind="evals", key=key, cached=False, manifest=published)
 
