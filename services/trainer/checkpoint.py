@@ -108,7 +108,7 @@ def load_state(workdir: Path, fingerprint: str, expected: dict[str, torch.Size])
         for name, shape in expected.items():
             if weights[name].shape != shape:
                 raise ValueError(f"{name} has shape {tuple(weights[name].shape)}, expected {tuple(shape)}")
-        optim = torch.load(folder / OPTIM, map_location="cpu", weights_only=False)
+        optim = torch.load(folder / OPTIM, map_location="cpu", weights_only=True)  # tensors and plain values only
         if not {"optimizer", "scheduler", "rng"} <= set(optim):
             raise ValueError("the optimizer file is incomplete")
     except Exception as e:  # noqa: BLE001 - any unreadable state means: start over, cleanly
