@@ -14,7 +14,6 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from shared.config import EvaluationConfig, Format, TrainingConfig, apply_overrides
 from shared.errors import CotdError
-from shared.keys import content_key
 from shared.specs import CheckpointSpec, CotSetSpec, DatasetRef, EvalSpec, StudentSpec, TeacherSpec
 
 
@@ -62,11 +61,6 @@ class GridSpec(BaseModel):
             if t.kind == "procedural" and any(d.name != "arith" for d in self.datasets):
                 raise ValueError(f"teachers[{i}].kind: procedural writes only the arith dataset")
         return self
-
-    @property
-    def grid_key(self) -> str:
-        """A content key of the whole grid."""
-        return content_key("grid", self.model_dump(mode="json"))
 
 
 class Cell(BaseModel):

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import logging
 import shutil
-from collections.abc import Callable
 from pathlib import Path
 
 from pydantic import BaseModel
@@ -135,9 +134,3 @@ def evaluate_stage(spec: EvalSpec, store: ArtifactStore, device: str = "auto") -
     shutil.rmtree(work, ignore_errors=True)
     return StageResult(kind="evals", key=key, cached=False, manifest=published)
 
-
-STAGES: dict[str, Callable[..., StageResult]] = {
-    "generate": generate_stage,
-    "train": train_stage,
-    "evaluate": evaluate_stage,
-}
