@@ -300,12 +300,18 @@ def make_app(engine: Engine) -> web.Application:
         except (json.JSONDecodeError, UnicodeDecodeError):
             raise ValueError("request body is not valid JSON") from None
 
-    async def generate(request: web.Request) -> web.Response:
+    async def gen_request(request: web.Request):
+        """The validated /generate body and the engine's output, or a 422 response."""
         try:
             req = _validate_gen(await parse(request))
         except (ValueError, ValidationError) as exc:
-            return _error(422, str(exc).splitlines()[0])
-        out = await engine.submit(req.inputs, req.parameters)
+            return None, _error(422, str(exc).splitlines()[0])
+        return req, await engine.submit(req.inputs, req.parameters)
+
+    async def generate(request: web.Request) -> web.Response:
+        req, out = await gen_request(request)
+        if req is None:
+            return out
         text = (req.inputs + out.text) if req.parameters.return_full_text else out.text
         body: dict[str, Any] = {"generated_text": text}
         if req.parameters.details:
@@ -315,11 +321,9 @@ def make_app(engine: Engine) -> web.Application:
         return web.json_response(body)
 
     async def generate_stream(request: web.Request) -> web.StreamResponse:
-        try:
-            req = _validate_gen(await parse(request))
-        except (ValueError, ValidationError) as exc:
-            return _error(422, str(exc).splitlines()[0])
-        out = await engine.submit(req.inputs, req.parameters)
+        req, out = await gen_request(request)
+        if req is None:
+            return out
         resp = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
         await resp.prepare(request)
         toks = _tokens(out)

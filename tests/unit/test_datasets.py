@@ -10,6 +10,7 @@ import pytest
 
 from shared.datasets import files
 from shared.datasets.base import DatasetError, TaskType, parse_choices, question_id, render_choices
+from shared.datasets.math_ds import SUBJECTS
 from shared.datasets.registry import DATASET_NAMES, canonical_name, load_questions, task_type
 
 TEST_FILES = [
@@ -227,15 +228,7 @@ def mirror(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
             }
         ],
     )
-    for subject in (
-        "algebra",
-        "counting_and_probability",
-        "geometry",
-        "intermediate_algebra",
-        "number_theory",
-        "prealgebra",
-        "precalculus",
-    ):
+    for subject in SUBJECTS:
         _jsonl(
             root / f"EleutherAI__hendrycks_math__{subject}/test.jsonl",
             [
