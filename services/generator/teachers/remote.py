@@ -104,6 +104,24 @@ def resolve_base_url(t: TeacherSpec) -> str:
 
 
 # ---------------------------------------------------------------------------------------- clients
+def inference_client(t: TeacherSpec, **kwargs: Any):
+    """An `AsyncInferenceClient` whose requests go over the aiohttp transport (see transport.py).
+
+    The hub creates its httpx2 client lazily; we hand it ours (closed with the inference client).
+    Should a hub release stop using `_async_client`, the hub's default client is used instead.
+    """
+    from huggingface_hub import AsyncInferenceClient
+
+    from services.generator.teachers.transport import http_client
+
+    client = AsyncInferenceClient(timeout=t.timeout_s, **kwargs)
+    if getattr(client, "_async_client", False) is None:
+        http = http_client(limit=max(t.concurrency, 1))
+        client._async_client = http
+        client.exit_stack.push_async_callback(http.aclose)
+    return client
+
+
 @lru_cache(maxsize=4)
 def load_tokenizer(model: str, revision: str | None = None):
     """The teacher's tokenizer (hub id or local path), cached per process."""
@@ -135,13 +153,11 @@ class GenerateClient:
     """TGI `/generate` with the teacher's chat template applied here."""
 
     def __init__(self, t: TeacherSpec, base_url: str) -> None:
-        from huggingface_hub import AsyncInferenceClient
-
         if not t.model:
             raise TeacherError(f"teacher {t.name}: route 'generate' needs `model` (for its chat template)")
         self.t = t
         self.tokenizer = load_tokenizer(t.model, t.revision)
-        self.client = AsyncInferenceClient(model=generate_url(server_root(base_url)), token=api_key(t), timeout=t.timeout_s)
+        self.client = inference_client(t, model=generate_url(server_root(base_url)), token=api_key(t))
 
     async def complete(self, messages: list[dict[str, str]]) -> Reply:
         prompt = apply_chat_template(self.tokenizer, messages)
@@ -168,15 +184,13 @@ class ChatClient:
     """Chat completions: TGI `/v1/chat/completions` or any OpenAI-compatible endpoint."""
 
     def __init__(self, t: TeacherSpec, base_url: str) -> None:
-        from huggingface_hub import AsyncInferenceClient
-
         self.t = t
         url = base_url.rstrip("/")
         if t.kind == "tgi":
             url = server_root(url) + "/v1/chat/completions"
         elif not t.model:
             raise TeacherError(f"teacher {t.name}: kind openai needs `model`")
-        self.client = AsyncInferenceClient(base_url=url, api_key=api_key(t), timeout=t.timeout_s)
+        self.client = inference_client(t, base_url=url, api_key=api_key(t))
 
     async def complete(self, messages: list[dict[str, str]]) -> Reply:
         out = await self.client.chat_completion(
