@@ -109,9 +109,12 @@ def greedy_batch(
     """Greedy decoding of one left-padded batch with a KV cache; the generated ids of each row.
 
     A row leaves the batch (and the cache) as soon as it emits an end token or completes a stop
-    string, so finished rows cost nothing; the batch ends when every row has.
+    string, so finished rows cost nothing; the batch ends when every row has. The cache grows in
+    place (`kv_cache.GrowingLayer`) where the model allows it.
     """
     from transformers import DynamicCache
+
+    from services.evaluator.kv_cache import growing_cache
 
     device = ids.device
     n = ids.shape[0]
@@ -121,7 +124,9 @@ def greedy_batch(
     lengths = torch.zeros(n, dtype=torch.long, device=device)
     rows = torch.arange(n, device=device)  # batch position -> original row
     pos = (mask.cumsum(-1) - 1).clamp(min=0)
-    cache = DynamicCache(config=model.config)
+    cache = growing_cache(model)
+    if cache is None:  # not plain full-attention layers: transformers' own cache
+        cache = DynamicCache(config=model.config)
     step_ids = ids
     for step in range(max_new_tokens):
         logits = model(
