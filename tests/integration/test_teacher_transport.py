@@ -8,7 +8,6 @@ import json
 import socket
 
 import httpx2
-import pytest
 from aiohttp import web
 from huggingface_hub.errors import InferenceTimeoutError
 
@@ -98,45 +97,35 @@ def test_chat_goes_through_the_aiohttp_transport() -> None:
     assert sent == 4
 
 
-def test_overload_answer_is_classified_from_the_hub_error() -> None:
-    async def run(root: str):
-        client = inference_client(_teacher(), base_url=f"{root}/v1", api_key="k")
-        try:
-            with pytest.raises(Exception) as info:
-                await client.chat_completion([{"role": "user", "content": "overloaded"}], model="m")
-        finally:
-            await client.close()
-        return info.value
+async def _raised(url: str, content: str, teacher: TeacherSpec) -> BaseException:
+    """The exception one chat request raises."""
+    client = inference_client(teacher, base_url=url, api_key="k")
+    try:
+        await client.chat_completion([{"role": "user", "content": content}], model="m")
+    except Exception as exc:
+        return exc
+    finally:
+        await client.close()
+    raise AssertionError(f"{content!r}: the request did not fail")
 
-    f = classify(asyncio.run(_with_server(run)))
+
+def test_overload_answer_is_classified_from_the_hub_error() -> None:
+    exc = asyncio.run(_with_server(lambda root: _raised(f"{root}/v1", "overloaded", _teacher())))
+    f = classify(exc)
     assert f.overloaded and f.http_code == 503 and f.retryable
 
 
 def test_timeout_becomes_inference_timeout() -> None:
-    async def run(root: str):
-        client = inference_client(_teacher(timeout_s=0.3), base_url=f"{root}/v1", api_key="k")
-        try:
-            with pytest.raises(InferenceTimeoutError) as info:
-                await client.chat_completion([{"role": "user", "content": "stall"}], model="m")
-        finally:
-            await client.close()
-        return info.value
-
-    f = classify(asyncio.run(_with_server(run)))
+    exc = asyncio.run(_with_server(lambda root: _raised(f"{root}/v1", "stall", _teacher(timeout_s=0.3))))
+    assert isinstance(exc, InferenceTimeoutError)
+    f = classify(exc)
     assert f.status == "timeout" and f.retryable
 
 
 def test_refused_connection_is_a_retryable_transport_error() -> None:
-    async def run():
-        client = inference_client(_teacher(), base_url=f"http://127.0.0.1:{_free_port()}/v1", api_key="k")
-        try:
-            with pytest.raises(httpx2.ConnectError) as info:
-                await client.chat_completion([{"role": "user", "content": "q"}], model="m")
-        finally:
-            await client.close()
-        return info.value
-
-    f = classify(asyncio.run(run()))
+    exc = asyncio.run(_raised(f"http://127.0.0.1:{_free_port()}/v1", "q", _teacher()))
+    assert isinstance(exc, httpx2.ConnectError)
+    f = classify(exc)
     assert f.status == "error" and f.retryable and "ConnectError" in f.message
 
 
