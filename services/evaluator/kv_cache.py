@@ -63,6 +63,11 @@ class GrowingLayer(DynamicLayer):
         if self._kbuf is not None:
             self._place(self.keys[indices], self.values[indices], 0)
 
+    def _unsupported(self, *args, **kwargs):
+        raise NotImplementedError("GrowingLayer serves the greedy loop only (no beams, no cropping)")
+
+    crop = batch_repeat_interleave = reorder_cache = _unsupported
+
 
 def growing_cache(model) -> DynamicCache | None:
     """A `DynamicCache` of `GrowingLayer`s for `model`, or None when its cache has other layer kinds."""

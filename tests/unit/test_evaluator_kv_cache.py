@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 from transformers import DynamicCache, LlamaConfig, LlamaForCausalLM, MistralConfig, MistralForCausalLM
 
@@ -50,6 +51,8 @@ def test_same_logits_as_dynamic_cache_through_growth_and_drops() -> None:
     layer = cache.layers[0]
     assert layer.keys.shape[0] == 2 and layer.keys.shape[2] == 9 + steps - 1  # rows kept, columns in use
     assert layer._kbuf.shape[2] > layer.keys.shape[2]  # spare columns: the next step writes in place
+    with pytest.raises(NotImplementedError):
+        layer.crop(-1)  # beams and cropping go through transformers' own cache
 
 
 def test_models_with_sliding_window_layers_keep_transformers_cache() -> None:

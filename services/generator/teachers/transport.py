@@ -2,7 +2,7 @@
 
 `huggingface_hub` still builds every request, adds its headers, raises its errors and parses the
 replies; only the bytes on the wire go through aiohttp, whose C HTTP parser and connection pool cost
-about a third less CPU per request than httpcore's. At a few hundred short requests per second, a
+about 40 % less CPU per request than httpcore's. At a few hundred short requests per second, a
 single event loop is otherwise CPU-bound on the client side (see bench/generator.py).
 
 aiohttp errors are re-raised as the httpx2 errors the hub and `retry.classify` expect (timeouts as
