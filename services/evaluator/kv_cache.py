@@ -63,10 +63,22 @@ class GrowingLayer(DynamicLayer):
         if self._kbuf is not None:
             self._place(self.keys[indices], self.values[indices], 0)
 
-    def _unsupported(self, *args, **kwargs):
-        raise NotImplementedError("GrowingLayer serves the greedy loop only (no beams, no cropping)")
+    def reorder_cache(self, beam_idx: torch.LongTensor) -> None:
+        """Reorder the rows (beam search)."""
+        self.batch_select_indices(beam_idx.to(self.device))
 
-    crop = batch_repeat_interleave = reorder_cache = _unsupported
+    def batch_repeat_interleave(self, repeats: int) -> None:
+        """Repeat each row `repeats` times."""
+        if self._kbuf is not None:
+            self._place(self.keys.repeat_interleave(repeats, 0), self.values.repeat_interleave(repeats, 0), 0)
+
+    def crop(self, tokens_to_remove: int) -> None:
+        """Drop the newest `-tokens_to_remove` columns (a view change; transformers' sign convention)."""
+        if tokens_to_remove > 0:
+            raise ValueError(f"crop takes a negative number of tokens to remove, got {tokens_to_remove}")
+        if self._kbuf is not None and tokens_to_remove:
+            self._hi = max(self._lo, self._hi + tokens_to_remove)
+            self._view()
 
 
 def growing_cache(model) -> DynamicCache | None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 from transformers import DynamicCache, LlamaConfig, LlamaForCausalLM, MistralConfig, MistralForCausalLM
+from transformers.cache_utils import DynamicLayer
 
 from services.evaluator.kv_cache import MIN_COLUMNS, GrowingLayer, growing_cache
 
@@ -51,8 +52,17 @@ def test_same_logits_as_dynamic_cache_through_growth_and_drops() -> None:
     layer = cache.layers[0]
     assert layer.keys.shape[0] == 2 and layer.keys.shape[2] == 9 + steps - 1  # rows kept, columns in use
     assert layer._kbuf.shape[2] > layer.keys.shape[2]  # spare columns: the next step writes in place
-    with pytest.raises(NotImplementedError):
-        layer.crop(-1)  # beams and cropping go through transformers' own cache
+
+    ref_layer = DynamicLayer()
+    ref_layer.update(layer.keys.clone(), layer.values.clone())
+    for each in (layer, ref_layer):  # beam search and assisted decoding: same as transformers' layer
+        each.crop(-3)
+        each.batch_repeat_interleave(2)
+        each.reorder_cache(torch.tensor([3, 0, 2, 1]))
+    assert torch.equal(layer.keys, ref_layer.keys) and torch.equal(layer.values, ref_layer.values)
+    assert layer.keys.shape[:3] == (4, layer.keys.shape[1], 9 + steps - 4)
+    with pytest.raises(ValueError):
+        layer.crop(2)
 
 
 def test_models_with_sliding_window_layers_keep_transformers_cache() -> None:
