@@ -22,7 +22,9 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
-REDIS_HOST, REDIS_PORT = "127.0.0.1", 6379
+REDIS_HOST = "127.0.0.1"
+REDIS_PORT = int(os.environ.get("COTD_TEST_REDIS_PORT", "6379"))
+"""The test Redis; another port lets two checkouts run their tests at once."""
 S3_KEY, S3_SECRET = "cotd-test-key", "cotd-test-secret"
 COTD = [sys.executable, "-c", "from shared.cli import main; main()"]
 """The `cotd` command, run by this interpreter."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import socket
 import urllib.request
 import uuid
@@ -12,7 +13,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from shared import metrics as m
 
-REDIS_URL = "redis://127.0.0.1:6379/15"
+REDIS_PORT = int(os.environ.get("COTD_TEST_REDIS_PORT", "6379"))
+REDIS_URL = f"redis://127.0.0.1:{REDIS_PORT}/15"
 
 
 def _value(name: str, labels: dict[str, str] | None = None) -> float:
@@ -141,12 +143,12 @@ def test_queue_collector_is_lazy_and_survives_a_dead_redis() -> None:
 def _redis_or_skip():
     redis = pytest.importorskip("redis")
     try:
-        with socket.create_connection(("127.0.0.1", 6379), timeout=1):
+        with socket.create_connection(("127.0.0.1", REDIS_PORT), timeout=1):
             pass
         client = redis.Redis.from_url(REDIS_URL, socket_timeout=2)
         client.ping()
     except (OSError, redis.RedisError) as exc:
-        pytest.skip(f"no Redis answering at 127.0.0.1:6379 ({exc})")
+        pytest.skip(f"no Redis answering at 127.0.0.1:{REDIS_PORT} ({exc})")
     return client
 
 
