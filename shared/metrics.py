@@ -36,6 +36,7 @@ import threading
 import time
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any
 
 from prometheus_client import (
@@ -120,6 +121,52 @@ TEACHER_LATENCY_BUCKETS: tuple[float, ...] = (
     600,
 )
 
+
+class TaskTally:
+    """How much the code of one task incremented each :class:`TalliedCounter` (by metric name)."""
+
+    def __init__(self) -> None:
+        self.moves: dict[str, float] = {}
+
+    def add(self, name: str, amount: float) -> None:
+        """Record an increment of the counter called `name`."""
+        self.moves[name] = self.moves.get(name, 0.0) + amount
+
+    def moved(self, metric: Counter) -> bool:
+        """Whether this task incremented `metric` (any of its label sets)."""
+        return self.moves.get(metric._name, 0.0) != 0.0
+
+
+_TASK_TALLY: ContextVar[TaskTally | None] = ContextVar("cotd_task_tally", default=None)
+
+
+class TalliedCounter(Counter):
+    """A counter whose increments are also added to the running task's tally (see :func:`task_tally`).
+
+    The stage metrics that :mod:`shared.orchestration.observe` may fill in from a stage's published
+    artifact use it, so that a task knows whether *its own* code counted them live, also when several
+    tasks run in threads of one worker (the tally lives in a context variable, one per thread; an
+    event loop the task runs inherits it).
+    """
+
+    def inc(self, amount: float = 1, exemplar: dict[str, str] | None = None) -> None:
+        """Increment, and add ``amount`` to the current task's tally."""
+        super().inc(amount, exemplar)
+        tally = _TASK_TALLY.get()
+        if tally is not None:
+            tally.add(self._name, amount)
+
+
+def task_tally() -> TaskTally:
+    """Start a fresh tally for the task running in this thread and return it.
+
+    Increments made by other threads (other tasks of a threads-pool worker) are not in it.
+    """
+    tally = TaskTally()
+    _TASK_TALLY.set(tally)
+    return tally
+
+
 # --------------------------------------------------------------------------------------------- worker
 WORKER_TASKS_STARTED = Counter(
     "cotd_worker_tasks_started_total", "Tasks a worker began, by stage.", ["stage"], registry=REGISTRY
@@ -190,7 +237,7 @@ GENERATOR_CONCURRENCY_LIMIT = Gauge(
     registry=REGISTRY,
     multiprocess_mode="livesum",
 )
-GENERATOR_RATIONALES = Counter(
+GENERATOR_RATIONALES = TalliedCounter(
     "cotd_generator_rationales_total",
     "Rationales written by a teacher. outcome: correct, incorrect, unparsed (answer not found).",
     ["teacher", "outcome"],
@@ -209,7 +256,7 @@ TRAINER_TOKENS = Counter(
     "Tokens trained on (prompt and response, padding excluded).",
     registry=REGISTRY,
 )
-TRAINER_STEPS = Counter("cotd_trainer_steps_total", "Optimizer steps taken.", registry=REGISTRY)
+TRAINER_STEPS = TalliedCounter("cotd_trainer_steps_total", "Optimizer steps taken.", registry=REGISTRY)
 TRAINER_LOSS = Gauge(
     "cotd_trainer_loss",
     "Training loss (response tokens) at the last logging step.",
@@ -244,12 +291,12 @@ EVALUATOR_TOKENS_PER_SECOND = Gauge(
     registry=REGISTRY,
     multiprocess_mode="livesum",
 )
-EVALUATOR_TOKENS = Counter(
+EVALUATOR_TOKENS = TalliedCounter(
     "cotd_evaluator_tokens_total",
     "Tokens generated while evaluating.",
     registry=REGISTRY,
 )
-EVALUATOR_PREDICTIONS = Counter(
+EVALUATOR_PREDICTIONS = TalliedCounter(
     "cotd_evaluator_predictions_total",
     "Predictions scored. outcome: correct, incorrect, unparsed.",
     ["outcome"],
@@ -449,27 +496,64 @@ class _ExtraCollectors(Collector):
             yield from collector.collect()
 
 
-def served_collector() -> Collector:
+ROLE_STAGES: tuple[str, ...] = ("generator", "trainer", "evaluator")
+"""The ``<stage>`` parts that belong to one worker role each (the others are shared by every role)."""
+
+
+def exported_by(name: str, role: str | None) -> bool:
+    """Whether a worker of `role` exports the series family `name` (every family when `role` is None).
+
+    A role exports its own stage's metrics and the shared ones (``worker``, ``queue``, ``grid``, and
+    anything not named ``cotd_*``), never another role's: a generator has no ``cotd_trainer_loss``.
+    """
+    if role is None:
+        return True
+    stage = name.split("_")[1] if name.startswith("cotd_") else ""
+    return stage not in ROLE_STAGES or stage == role
+
+
+class _RoleFilter(Collector):
+    """Yields the families of `inner` that a worker of `role` exports."""
+
+    def __init__(self, inner: Collector, role: str) -> None:
+        self.inner = inner
+        self.role = role
+
+    def collect(self) -> Iterable[Metric]:
+        for fam in self.inner.collect():
+            if exported_by(fam.name, self.role):
+                yield fam
+
+
+def served_collector(role: str | None = None) -> Collector:
     """What :func:`start_metrics_server` serves: cotd metrics plus process and platform metrics.
 
     With ``PROMETHEUS_MULTIPROC_DIR`` set, the cotd metrics are the aggregate of every process's files
-    (plus the exporters, which are read live by the serving process).
+    (plus the exporters, which are read live by the serving process). With a `role` (``generator``,
+    ``trainer``, ``evaluator``), only the series that role exports (:func:`exported_by`).
     """
+    if role is not None and role not in ROLE_STAGES:
+        raise ValueError(f"metrics: unknown worker role {role!r} (one of {', '.join(ROLE_STAGES)})")
     if _MULTIPROC:
         from prometheus_client import multiprocess
 
         merged = CollectorRegistry()
         multiprocess.MultiProcessCollector(merged)
-        return _Union([merged, _ExtraCollectors()])
-    return _Union([REGISTRY, PROCESS_COLLECTOR, PLATFORM_COLLECTOR])
+        served: Collector = _Union([merged, _ExtraCollectors()])
+    else:
+        served = _Union([REGISTRY, PROCESS_COLLECTOR, PLATFORM_COLLECTOR])
+    return served if role is None else _RoleFilter(served, role)
 
 
-def start_metrics_server(port: int, addr: str = "0.0.0.0") -> tuple[Any, threading.Thread]:
+def start_metrics_server(
+    port: int, addr: str = "0.0.0.0", role: str | None = None
+) -> tuple[Any, threading.Thread]:
     """Serve ``/metrics`` on ``addr:port`` in a daemon thread; returns ``(server, thread)``.
 
-    Port 0 picks a free port (read it from ``server.server_port``).
+    Port 0 picks a free port (read it from ``server.server_port``). A worker passes its `role`, so it
+    exports only its own stage's series (see :func:`served_collector`).
     """
-    server, thread = start_http_server(port, addr=addr, registry=served_collector())
+    server, thread = start_http_server(port, addr=addr, registry=served_collector(role))
     log.info("metrics served on %s:%s/metrics", addr, server.server_port)
     return server, thread
 

@@ -1,7 +1,9 @@
 """Stage metrics recorded from what a finished stage published (its manifest and files).
 
 Each is skipped when the stage's own code already moved the metric during the task (so a stage
-instrumented live is never counted twice).
+instrumented live is never counted twice). "The task's own code" is told apart from other tasks
+running in threads of the same worker by a per-context tally (:func:`shared.metrics.task_tally`),
+not by a process-wide before/after comparison.
 """
 
 from __future__ import annotations
@@ -40,7 +42,12 @@ def init_teacher_series(teacher: str, concurrency: int) -> None:
 
 def init_stage_series(stage: str) -> None:
     """A worker's task series (and the evaluator's outcomes) at zero from the start."""
-    for metric in (m.WORKER_TASKS_STARTED, m.WORKER_TASKS_SUCCEEDED, m.WORKER_TASKS_FAILED, m.WORKER_TASKS_RETRIED):
+    for metric in (
+        m.WORKER_TASKS_STARTED,
+        m.WORKER_TASKS_SUCCEEDED,
+        m.WORKER_TASKS_FAILED,
+        m.WORKER_TASKS_RETRIED,
+    ):
         metric.labels(stage=stage)
     m.WORKER_IN_PROGRESS.labels(stage=stage)
     m.WORKER_TASK_DURATION.labels(stage=stage)
@@ -49,21 +56,9 @@ def init_stage_series(stage: str) -> None:
             m.EVALUATOR_PREDICTIONS.labels(outcome=outcome)
 
 
-def snapshot() -> dict[str, float]:
-    """Values the stage code may move itself (compared after the stage)."""
-    return {
-        "steps": sample("cotd_trainer_steps_total"),
-        "ev_tokens": sample("cotd_evaluator_tokens_total"),
-        "preds": sum(sample("cotd_evaluator_predictions_total", {"outcome": o}) for o in ("correct", "incorrect", "unparsed")),
-        "rationales": sum(
-            v.value for fam in m.GENERATOR_RATIONALES.collect() for v in fam.samples if v.name.endswith("_total")
-        ),
-    }
-
-
-def observe_generate(teacher: str, cot_dir: Path, before: dict[str, float]) -> None:
+def observe_generate(teacher: str, cot_dir: Path, tally: m.TaskTally) -> None:
     """Rationales by outcome, from the published cot.jsonl."""
-    if snapshot()["rationales"] != before["rationales"]:
+    if tally.moved(m.GENERATOR_RATIONALES):
         return
     counts = {"correct": 0, "incorrect": 0, "unparsed": 0}
     path = cot_dir / "cot.jsonl"
@@ -82,9 +77,9 @@ def observe_generate(teacher: str, cot_dir: Path, before: dict[str, float]) -> N
         m.GENERATOR_RATIONALES.labels(teacher=teacher, outcome=outcome).inc(n)
 
 
-def observe_train(summary: dict[str, Any], before: dict[str, float]) -> None:
+def observe_train(summary: dict[str, Any], tally: m.TaskTally) -> None:
     """Steps, tokens, throughput, loss and peak memory, from the training summary."""
-    if not summary or snapshot()["steps"] != before["steps"]:
+    if not summary or tally.moved(m.TRAINER_STEPS):
         return
     steps = int(summary.get("steps", 0)) - int(summary.get("resumed_from", 0))
     tps = float(summary.get("tokens_per_s") or 0.0)
@@ -97,17 +92,16 @@ def observe_train(summary: dict[str, Any], before: dict[str, float]) -> None:
         m.TRAINER_PEAK_MEMORY.set(float(summary["peak_memory_bytes"]))
 
 
-def observe_evaluate(grid: str, cell: str, metrics: dict[str, Any], before: dict[str, float]) -> None:
+def observe_evaluate(grid: str, cell: str, metrics: dict[str, Any], tally: m.TaskTally) -> None:
     """The cell's accuracy (always), and tokens/predictions unless the evaluator counted them live."""
     if metrics.get("accuracy") is not None:
         m.set_cell_result(grid, cell, float(metrics["accuracy"]), metrics.get("extraction_failure_rate"))
-    now = snapshot()
     n = int(metrics.get("n") or 0)
-    if now["ev_tokens"] == before["ev_tokens"]:
+    if not tally.moved(m.EVALUATOR_TOKENS):
         m.EVALUATOR_TOKENS.inc(max(0.0, float(metrics.get("mean_output_tokens") or 0.0) * n))
         if metrics.get("tokens_per_s") is not None:
             m.EVALUATOR_TOKENS_PER_SECOND.set(float(metrics["tokens_per_s"]))
-    if now["preds"] == before["preds"] and n:
+    if not tally.moved(m.EVALUATOR_PREDICTIONS) and n:
         unparsed = round(float(metrics.get("extraction_failure_rate") or 0.0) * n)
         correct = round(float(metrics.get("accuracy") or 0.0) * n)
         m.EVALUATOR_PREDICTIONS.labels(outcome="correct").inc(correct)

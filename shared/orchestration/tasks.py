@@ -22,7 +22,7 @@ from celery.utils.time import get_exponential_backoff_interval
 
 from shared.celery_app import app
 from shared.messages import BadMessage, EvaluateMessage, GenerateMessage, Message, TrainMessage, parse_message
-from shared.metrics import track_task
+from shared.metrics import TaskTally, task_tally, track_task
 from shared.orchestration import observe
 from shared.orchestration.context import Context, get_context
 from shared.orchestration.lease import Lease
@@ -130,7 +130,7 @@ def _execute(task: Task, queue: Queue, msg: Message, gs: GridState, aid: str, ct
     _publish_counts(gs)
     if isinstance(msg, GenerateMessage):
         observe.init_teacher_series(msg.cot.teacher.name, msg.cot.teacher.concurrency)
-    before = observe.snapshot()
+    tally = task_tally()  # what this task's own code counts live (other threads' tasks excluded)
     t0 = time.perf_counter()
     redelivered = bool((task.request.delivery_info or {}).get("redelivered"))
     log.info(
@@ -157,7 +157,7 @@ def _execute(task: Task, queue: Queue, msg: Message, gs: GridState, aid: str, ct
         _fail(ctx, gs, aid, reason_of(str(queue), e))
         raise
     secs = time.perf_counter() - t0
-    _done(gs, queue, msg, aid, result, before, ctx)
+    _done(gs, queue, msg, aid, result, tally, ctx)
     log.info("grid=%s key=%s stage=%s: %s in %.1fs", gs.id, msg.key, queue, "cached" if result.cached else "built", secs)
     return {"grid_id": gs.id, "key": msg.key, "cached": result.cached}
 
@@ -183,15 +183,15 @@ def _maybe_finish(ctx: Context, gs: GridState) -> None:
         finalize(ctx, gs)
 
 
-def _done(gs: GridState, queue: Queue, msg: Message, aid: str, result: StageResult, before: dict, ctx: Context) -> None:
+def _done(gs: GridState, queue: Queue, msg: Message, aid: str, result: StageResult, tally: TaskTally, ctx: Context) -> None:
     gs.set_art([aid], "cached" if result.cached else "done", allowed=("pending", "queued", "running"))
     if not result.cached:
         gs.count_computed(str(queue))
         try:
             if isinstance(msg, GenerateMessage):
-                observe.observe_generate(msg.cot.teacher.name, ctx.store.fetch("cotsets", msg.key), before)
+                observe.observe_generate(msg.cot.teacher.name, ctx.store.fetch("cotsets", msg.key), tally)
             elif isinstance(msg, TrainMessage):
-                observe.observe_train(result.manifest.get("train") or {}, before)
+                observe.observe_train(result.manifest.get("train") or {}, tally)
         except Exception as e:  # metrics never fail a task
             log.warning("metrics for %s: %s", aid, e)
     if isinstance(msg, EvaluateMessage):
@@ -199,7 +199,7 @@ def _done(gs: GridState, queue: Queue, msg: Message, aid: str, result: StageResu
         gs.set_cells(cells, "done")
         labels = gs.hash("labels") if cells else {}
         for c in cells:
-            observe.observe_evaluate(gs.id, labels.get(c, c), result.manifest.get("metrics") or {}, before)
+            observe.observe_evaluate(gs.id, labels.get(c, c), result.manifest.get("metrics") or {}, tally)
     else:
         enqueue_next(ctx, gs, aid)
     _maybe_finish(ctx, gs)

@@ -51,7 +51,7 @@ def run_worker(role: str, metrics_port: int | None, concurrency: int, loglevel: 
     s = get_settings()
     port = s.metrics_port if metrics_port is None else metrics_port
     if port >= 0:
-        start_metrics_server(port)
+        start_metrics_server(port, role=role)
         register_queue_depth_exporter(s.redis_url, [str(q) for q in Queue])
     init_stage_series(str(ROLE_QUEUES[role]))
     if role in ("trainer", "evaluator") and s.stage_mode != "noop":

@@ -187,6 +187,10 @@ def test_every_dashboard_query_has_data():
                 pass
             assert not pending, "queries without data:\n" + "\n".join(f"{q}\n    {empty.get(q)}" for q in pending)
 
+            for w in workers:  # each role exports its own stage's series and no other role's
+                stages = {line.split("_")[1] for line in w.metrics().splitlines() if line.startswith("cotd_")}
+                assert w.role in stages and not stages & ({"generator", "trainer", "evaluator"} - {w.role}), (w.role, stages)
+
             for var in (doc.get("templating") or {}).get("list", []):
                 m = re.fullmatch(r"label_values\((\w+),\s*(\w+)\)", var.get("definition", ""))
                 if m:

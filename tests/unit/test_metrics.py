@@ -178,3 +178,104 @@ def test_queue_collector_reads_real_redis() -> None:
         assert _scrape(registry)[("cotd_queue_depth_messages", (("queue", q1),))] == 6  # read at scrape time
     finally:
         client.delete(q1, q2, prio)
+
+
+def _rationales(teacher: str) -> float:
+    return sum(
+        _value("cotd_generator_rationales_total", {"teacher": teacher, "outcome": o})
+        for o in ("correct", "incorrect", "unparsed")
+    )
+
+
+def test_generate_tasks_in_threads_each_count_their_own_rationales(tmp_path) -> None:
+    """Three concurrent generate tasks in one process (a threads-pool worker): every rationale is counted once."""
+    import threading
+
+    from services.generator.build import build_cotset
+    from shared.orchestration import observe
+    from shared.specs import CotSetSpec, DatasetRef, TeacherSpec
+
+    teacher = f"proc-{uuid.uuid4().hex[:6]}"
+    n, tasks = 40, 3
+    started, built = threading.Barrier(tasks), threading.Barrier(tasks)
+    errors: list[BaseException] = []
+
+    def task(i: int) -> None:
+        try:
+            spec = CotSetSpec(
+                dataset=DatasetRef(name="arith", train_size=n),
+                teacher=TeacherSpec(name=teacher, kind="procedural"),
+                level=i + 1,
+                format="cot",
+                prompt_version="p1",
+            )
+            tally = m.task_tally()
+            started.wait(30)  # all three tasks are running before any of them writes
+            out = tmp_path / f"cot{i}"
+            build_cotset(spec, out, out)
+            built.wait(30)  # every task has finished its stage before any of them records it
+            observe.observe_generate(teacher, out, tally)
+        except BaseException as exc:  # re-raised in the test's thread
+            errors.append(exc)
+
+    threads = [threading.Thread(target=task, args=(i,)) for i in range(tasks)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert not errors, errors
+    assert _rationales(teacher) == n * tasks
+
+
+def test_a_task_that_counted_live_is_not_counted_again_while_others_run(tmp_path) -> None:
+    """A task whose stage code counted its rationales itself is skipped by observe, the others' are not."""
+    import json
+    import threading
+
+    from shared.orchestration import observe
+
+    teacher = f"live-{uuid.uuid4().hex[:6]}"
+    both = threading.Barrier(2)
+    (tmp_path / "cot.jsonl").write_text(
+        "".join(json.dumps({"parsed": True, "correct": True}) + "\n" for _ in range(5))
+    )
+
+    def live() -> None:  # a server teacher's build counts each rationale as it grades it
+        tally = m.task_tally()
+        for _ in range(5):
+            m.GENERATOR_RATIONALES.labels(teacher=teacher, outcome="correct").inc()
+        both.wait(30)
+        observe.observe_generate(teacher, tmp_path, tally)
+
+    def offline() -> None:  # an offline teacher's build does not: observe reads its cot.jsonl
+        tally = m.task_tally()
+        both.wait(30)
+        observe.observe_generate(teacher, tmp_path, tally)
+
+    threads = [threading.Thread(target=live), threading.Thread(target=offline)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert _value("cotd_generator_rationales_total", {"teacher": teacher, "outcome": "correct"}) == 10
+
+
+@pytest.mark.parametrize("role", ["generator", "trainer", "evaluator"])
+def test_a_role_exports_only_its_own_stage(role: str) -> None:
+    m.set_grid_cells("g-roles", {"done": 1})
+    body = generate_latest(m.served_collector(role)).decode()
+    stages = {
+        f.name.split("_")[1] for f in text_string_to_metric_families(body) if f.name.startswith("cotd_")
+    }
+    assert role in stages and {"worker", "grid"} <= stages
+    assert not stages & (set(m.ROLE_STAGES) - {role}), stages
+    everything = {
+        f.name.split("_")[1]
+        for f in text_string_to_metric_families(generate_latest(m.served_collector()).decode())
+    }
+    assert set(m.ROLE_STAGES) <= everything  # without a role (cotd run, tests): every stage
+
+
+def test_an_unknown_role_is_refused() -> None:
+    with pytest.raises(ValueError, match="unknown worker role 'tgi'"):
+        m.served_collector("tgi")
