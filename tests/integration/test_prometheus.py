@@ -1,5 +1,8 @@
 """Real Prometheus scrapes real `cotd worker`s running a tiny grid; every dashboard query has data.
 
+It also loads deploy/prometheus/alerts.yml (every rule must evaluate without error on the real
+series) and checks that each worker exports only its own role's stage metrics.
+
 Every PromQL expression of deploy/grafana/dashboards/cotd.json (Grafana variables substituted:
 `$__rate_interval` by a window covering many 1 s scrapes, template variables by their "All" value)
 must return at least one series, and every template variable's label_values() at least one value.
@@ -109,6 +112,7 @@ def test_every_dashboard_query_has_data():
             prom_port = free_port()
             config = {
                 "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+                "rule_files": [str(REPO / "deploy" / "prometheus" / "alerts.yml")],
                 "scrape_configs": [
                     {"job_name": f"cotd-{w.role}", "static_configs": [{"targets": [f"127.0.0.1:{w.port}"]}]} for w in workers
                 ],
@@ -186,6 +190,11 @@ def test_every_dashboard_query_has_data():
             except AssertionError:
                 pass
             assert not pending, "queries without data:\n" + "\n".join(f"{q}\n    {empty.get(q)}" for q in pending)
+
+            rules = [r for g in _get(f"{api}/rules")["data"]["groups"] for r in g["rules"]]
+            assert len(rules) >= 6 and all(r["health"] == "ok" for r in rules), [  # they evaluate on real series
+                (r["name"], r.get("lastError")) for r in rules if r["health"] != "ok"
+            ]
 
             for w in workers:  # each role exports its own stage's series and no other role's
                 stages = {line.split("_")[1] for line in w.metrics().splitlines() if line.startswith("cotd_")}
