@@ -135,8 +135,27 @@ def teacher() -> None:
 @click.option("--max-batch", type=int, default=16, show_default=True, help="Requests per batched generate.")
 @click.option("--batch-wait-ms", type=float, default=5.0, show_default=True, help="How long a batch collects requests.")
 @click.option("--threads", type=int, default=None, help="torch CPU threads.")
-def serve_cmd(model: str, port: int, host: str, max_batch: int, batch_wait_ms: float, threads: int | None) -> None:
-    """A TGI-protocol server (/generate, /generate_stream, /v1/chat/completions, /info, /health)."""
+@click.option("--max-input-tokens", type=int, default=None,
+              help="Longest prompt (default: max total - 1); longer ones get 422 unless they ask to `truncate`.")
+@click.option("--max-total-tokens", type=int, default=None,
+              help="Prompt + new tokens (default and most: the model's max_position_embeddings).")
+@click.option("--max-concurrent-requests", type=int, default=128, show_default=True,
+              help="Requests in flight before answering 429.")
+def serve_cmd(model: str, port: int, host: str, max_batch: int, batch_wait_ms: float, threads: int | None,
+              max_input_tokens: int | None, max_total_tokens: int | None, max_concurrent_requests: int) -> None:
+    """A TGI-protocol server (/generate, /generate_stream, /, /info, /health) with OpenAI routes (/v1/...)."""
+    from pydantic import ValidationError
+
     from services.generator.server import ServeConfig, serve
 
-    serve(ServeConfig(model=model, host=host, port=port, max_batch=max_batch, batch_wait_ms=batch_wait_ms, threads=threads))
+    try:
+        cfg = ServeConfig(model=model, host=host, port=port, max_batch=max_batch, batch_wait_ms=batch_wait_ms,
+                          threads=threads, max_input_tokens=max_input_tokens, max_total_tokens=max_total_tokens,
+                          max_concurrent_requests=max_concurrent_requests)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        raise click.UsageError(f"--{str(err['loc'][0]).replace('_', '-')}: {err['msg']}") from None
+    try:
+        serve(cfg)
+    except ValueError as exc:  # limits beyond the model's
+        raise click.UsageError(str(exc)) from None

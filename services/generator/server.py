@@ -1,385 +1,279 @@
-"""`cotd teacher serve`: a small TGI-protocol server over a local transformers model.
+"""`cotd teacher serve`: a TGI-protocol server over a local transformers model.
 
-Routes (TGI's shapes): ``POST /generate``, ``POST /generate_stream`` (server-sent events),
-``POST /`` (a list of one generation), ``POST /v1/chat/completions`` (OpenAI shape, also streamed),
-``GET /info`` and ``GET /health``. It is meant for running the pipeline without a GPU server.
-
-Requests that arrive together are batched: the first request opens a window of `batch_wait_ms`,
-every request that arrives in it (up to `max_batch`) joins, and requests with the same sampling
-settings run as one left-padded ``generate`` in a worker thread. Streams are sent token by token
-once their batch has finished (generation is batched, not incremental).
+Routes (TGI's shapes): ``POST /generate``, ``POST /generate_stream`` and ``POST /`` (with
+``"stream": true`` it streams, as TGI's OpenAPI says), ``GET /info`` (the model's real limits),
+``GET /health``; OpenAI's ``POST /v1/chat/completions``, ``POST /v1/completions`` and
+``GET /v1/models``. Every request is validated on its own (:mod:`server_protocol`): a bad one gets
+its own 422 ``{"error", "error_type"}`` and the others go on. Decoding (:mod:`server_engine`)
+streams tokens as they are chosen, stops a row whose client disconnected, and ends within one
+step on SIGTERM.
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import time
-import uuid
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
-from pathlib import Path
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack
+from dataclasses import replace
 from typing import Any
 
 from aiohttp import web
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, Field
+
+from services.generator import server_openai as oa
+from services.generator.server_engine import Engine, Generation, Job, Token
+from services.generator.server_protocol import (
+    GenerateRequest,
+    RequestError,
+    fit_prompt,
+    invalid,
+    new_tokens,
+    parse_generate,
+    sampling_of,
+)
 
 log = logging.getLogger(__name__)
-
-
-class GenParams(BaseModel):
-    """TGI `parameters` (the subset this server honours; others are accepted and ignored)."""
-
-    model_config = {"extra": "ignore"}
-
-    max_new_tokens: int = Field(20, ge=1)
-    do_sample: bool = False
-    temperature: float | None = None
-    top_p: float | None = None
-    top_k: int | None = None
-    seed: int | None = None
-    stop: list[str] = Field(default_factory=list)
-    details: bool = False
-    decoder_input_details: bool = False
-    return_full_text: bool = False
-
-
-class GenerateRequest(BaseModel):
-    """TGI `/generate` body."""
-
-    inputs: str
-    parameters: GenParams = Field(default_factory=GenParams)
-    stream: bool = False
-
-
-class ChatMessage(BaseModel):
-    role: str
-    content: str
-
-
-class ChatRequest(BaseModel):
-    """OpenAI chat completion body (the fields this server honours)."""
-
-    model_config = {"extra": "ignore"}
-
-    model: str | None = None
-    messages: list[ChatMessage]
-    max_tokens: int | None = Field(None, ge=1)
-    max_completion_tokens: int | None = Field(None, ge=1)
-    temperature: float | None = None
-    top_p: float | None = None
-    seed: int | None = None
-    stop: list[str] | str | None = None
-    stream: bool = False
+SSE_HEADERS = {"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
 
 
 class ServeConfig(BaseModel):
     """How the server runs."""
 
-    model: str
-    host: str = "127.0.0.1"
-    port: int = 8080
-    max_batch: int = Field(16, ge=1)
-    batch_wait_ms: float = Field(5.0, ge=0)
+    model: str = Field(description="Local model folder (or hub id) of a causal LM, loaded with Auto classes.")
+    host: str = Field("127.0.0.1", description="Bind address (loopback unless configured otherwise).")
+    port: int = Field(8080, description="TCP port.")
+    max_batch: int = Field(16, ge=1, description="Requests prefilled together in one batch.")
+    batch_wait_ms: float = Field(5.0, ge=0, description="How long an idle server waits for a batch to fill.")
     threads: int | None = Field(None, ge=1, description="torch.set_num_threads (None: torch's default).")
-    max_input_tokens: int = 2048
+    max_input_tokens: int | None = Field(None, ge=1, description="Prompt limit (default: max total - 1).")
+    max_total_tokens: int | None = Field(None, ge=2, description="Prompt + new tokens (default: the model's positions).")
+    max_concurrent_requests: int = Field(128, ge=1, description="Requests in flight before 429 (TGI's).")
+    shutdown_timeout_s: float = Field(3.0, ge=0, description="Grace for open connections on SIGTERM.")
 
 
-@dataclass
-class Generation:
-    """One finished generation."""
-
-    text: str
-    token_ids: list[int]
-    token_texts: list[str]
-    logprobs: list[float]
-    finish_reason: str  # length, eos_token, stop_sequence
-    prompt_tokens: int
+def make_engine(cfg: ServeConfig) -> Engine:
+    """The engine a config describes (loads the model)."""
+    return Engine(cfg.model, max_batch=cfg.max_batch, batch_wait_ms=cfg.batch_wait_ms, threads=cfg.threads,
+                  max_input_tokens=cfg.max_input_tokens, max_total_tokens=cfg.max_total_tokens,
+                  max_concurrent_requests=cfg.max_concurrent_requests)
 
 
-@dataclass
-class _Pending:
-    prompt: str
-    params: GenParams
-    future: asyncio.Future = field(repr=False)
+class Run:
+    """One job in flight: submitted on enter, released (and its row stopped) on exit, also on disconnect."""
 
+    def __init__(self, engine: Engine, job: Job) -> None:
+        self.engine, self.job = engine, job
+        self.result: Generation | None = None
 
-def _sampling_key(p: GenParams) -> tuple:
-    sample = p.do_sample or (p.temperature is not None and p.temperature > 0 and p.temperature != 1.0) or p.top_p is not None
-    return (bool(sample), p.temperature, p.top_p, p.top_k, p.seed)
+    async def __aenter__(self) -> Run:
+        self.engine.submit(self.job)
+        return self
 
+    async def __aexit__(self, *exc: object) -> None:
+        self.engine.release(self.job)
 
-class Engine:
-    """The model, the tokenizer and the batcher."""
-
-    def __init__(self, cfg: ServeConfig) -> None:
-        import torch
-        from transformers import AutoModelForCausalLM, AutoTokenizer
-
-        if cfg.threads:
-            torch.set_num_threads(cfg.threads)
-        self.cfg = cfg
-        self.torch = torch
-        self.tokenizer = AutoTokenizer.from_pretrained(cfg.model)
-        self.tokenizer.padding_side = "left"
-        if self.tokenizer.pad_token_id is None:
-            self.tokenizer.pad_token = self.tokenizer.eos_token
-        self.model = AutoModelForCausalLM.from_pretrained(cfg.model)
-        self.model.eval()
-        self.model_id = Path(cfg.model).name or cfg.model
-        self.queue: asyncio.Queue[_Pending] = asyncio.Queue()
-        self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cotd-generate")
-        self.batches: list[int] = []  # sizes of the batches run (for tests and logs)
-        self._task: asyncio.Task | None = None
-
-    # ---------------------------------------------------------------------------------- batching
-    def start(self) -> None:
-        self._task = asyncio.get_running_loop().create_task(self._loop())
-
-    async def stop(self) -> None:
-        if self._task:
-            self._task.cancel()
-        self.pool.shutdown(wait=False, cancel_futures=True)
-
-    async def submit(self, prompt: str, params: GenParams) -> Generation:
-        fut = asyncio.get_running_loop().create_future()
-        await self.queue.put(_Pending(prompt, params, fut))
-        return await fut
-
-    async def _loop(self) -> None:
-        loop = asyncio.get_running_loop()
+    async def tokens(self) -> AsyncIterator[Token]:
+        """Tokens as they are chosen; :attr:`result` is set after the last."""
         while True:
-            first = await self.queue.get()
-            batch = [first]
-            deadline = loop.time() + self.cfg.batch_wait_ms / 1000
-            while len(batch) < self.cfg.max_batch:
-                timeout = deadline - loop.time()
-                if timeout <= 0:
-                    break
-                try:
-                    batch.append(await asyncio.wait_for(self.queue.get(), timeout))
-                except TimeoutError:
-                    break
-            while len(batch) < self.cfg.max_batch and not self.queue.empty():
-                batch.append(self.queue.get_nowait())
-            groups: dict[tuple, list[_Pending]] = {}
-            for p in batch:
-                groups.setdefault(_sampling_key(p.params), []).append(p)
-            for group in groups.values():
-                live = [p for p in group if not p.future.done()]
-                if not live:
-                    continue
-                self.batches.append(len(live))
-                try:
-                    outs = await loop.run_in_executor(self.pool, self._generate, live)
-                except Exception as exc:  # one failed batch fails its requests, not the server
-                    for p in live:
-                        if not p.future.done():
-                            p.future.set_exception(exc)
-                    continue
-                for p, out in zip(live, outs, strict=True):
-                    if not p.future.done():
-                        p.future.set_result(out)
+            kind, value = await self.job.events.get()
+            if kind == "error":
+                raise value
+            if kind == "done":
+                self.result = value
+                return
+            yield value
 
-    # -------------------------------------------------------------------------------- generation
-    def _generate(self, batch: list[_Pending]) -> list[Generation]:
-        torch = self.torch
-        tok = self.tokenizer
-        enc = tok([p.prompt for p in batch], return_tensors="pt", padding=True, add_special_tokens=False,
-                  truncation=True, max_length=self.cfg.max_input_tokens)
-        p0 = batch[0].params
-        sample, temperature, top_p, top_k, seed = _sampling_key(p0)
-        kwargs: dict[str, Any] = {"do_sample": sample}
-        if sample:
-            if seed is not None:
-                torch.manual_seed(seed)
-            kwargs |= {"temperature": temperature or 1.0, "top_p": top_p or 1.0, "top_k": top_k or 0}
-        max_new = max(p.params.max_new_tokens for p in batch)
-        with torch.no_grad():
-            out = self.model.generate(
-                **enc,
-                max_new_tokens=max_new,
-                pad_token_id=tok.pad_token_id,
-                eos_token_id=tok.eos_token_id,
-                output_scores=True,
-                return_dict_in_generate=True,
-                **kwargs,
-            )
-        width = enc["input_ids"].shape[1]
-        seqs = out.sequences[:, width:]
-        logps = torch.stack(out.scores, dim=1).float().log_softmax(-1) if out.scores else None
-        results = []
-        for i, p in enumerate(batch):
-            ids: list[int] = []
-            lps: list[float] = []
-            reason = "length"
-            for j, tid in enumerate(seqs[i].tolist()[: p.params.max_new_tokens]):
-                if tid == tok.eos_token_id:
-                    reason = "eos_token"
-                    break
-                ids.append(tid)
-                lps.append(float(logps[i, j, tid]) if logps is not None else 0.0)
-            texts = [tok.decode([t]) for t in ids]
-            text = tok.decode(ids, skip_special_tokens=True)
-            for s in p.params.stop:
-                k = text.find(s) if s else -1
-                if k >= 0:
-                    text, reason = text[: k + len(s)], "stop_sequence"
-                    keep, acc = 0, ""
-                    while keep < len(texts) and len(acc) < len(text):
-                        acc += texts[keep]
-                        keep += 1
-                    ids, texts, lps = ids[:keep], texts[:keep], lps[:keep]
-            prompt_len = int(enc["attention_mask"][i].sum())
-            results.append(Generation(text, ids, texts, lps, reason, prompt_len))
-        return results
-
-    def chat_prompt(self, messages: list[ChatMessage]) -> str:
-        """The chat template applied to `messages` (a plain transcript without a template)."""
-        msgs = [m.model_dump() for m in messages]
-        if getattr(self.tokenizer, "chat_template", None):
-            return self.tokenizer.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
-        return "".join(f"{m['role']}: {m['content']}\n" for m in msgs) + "assistant: "
+    async def finish(self) -> Generation:
+        """The whole generation."""
+        async for _ in self.tokens():
+            pass
+        assert self.result is not None
+        return self.result
 
 
-# -------------------------------------------------------------------------------------- responses
-def _tokens(g: Generation) -> list[dict[str, Any]]:
-    return [
-        {"id": i, "text": t, "logprob": lp, "special": False}
-        for i, t, lp in zip(g.token_ids, g.token_texts, g.logprobs, strict=True)
-    ]
+def error_response(exc: RequestError) -> web.Response:
+    """TGI's error body."""
+    return web.json_response({"error": str(exc), "error_type": exc.error_type}, status=exc.status)
 
 
-def _details(g: GenParams, out: Generation) -> dict[str, Any]:
+async def read_json(request: web.Request) -> Any:
+    """The body as JSON, or a 422."""
+    try:
+        return json.loads(await request.read())
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise invalid("request body is not valid JSON") from None
+
+
+def tgi_job(engine: Engine, req: GenerateRequest) -> Job:
+    """A validated `/generate` request as a job (tokenized, limits checked)."""
+    p = req.parameters
+    s = sampling_of(p)
+    ids = fit_prompt(engine.encode(req.inputs), p.truncate, engine.limits)
+    max_new = new_tokens(p.max_new_tokens, len(ids), engine.limits)
+    return Job(ids, max_new, s, stop=p.stop, top_n=p.top_n_tokens or 0, prefill_details=p.decoder_input_details)
+
+
+def tgi_details(req: GenerateRequest, out: Generation) -> dict[str, Any]:
+    """TGI's ``details`` of a finished generation."""
+    p = req.parameters
     return {
         "finish_reason": out.finish_reason,
-        "generated_tokens": len(out.token_ids),
-        "seed": g.seed,
-        "prefill": [],
-        "tokens": _tokens(out),
-        "top_tokens": None,
+        "generated_tokens": len(out.tokens),
+        "seed": out.seed,
+        "prefill": [{"id": t.id, "text": t.text, "logprob": t.logprob} for t in out.prefill],
+        "tokens": [t.tgi() for t in out.tokens],
+        "top_tokens": [[a.tgi() for a in t.top] for t in out.tokens] if p.top_n_tokens else None,
         "best_of_sequences": None,
     }
 
 
-def _error(status: int, message: str, error_type: str = "validation") -> web.Response:
-    return web.json_response({"error": message, "error_type": error_type}, status=status)
-
-
-def _validate_gen(body: Any) -> GenerateRequest:
-    req = GenerateRequest.model_validate(body)
-    t = req.parameters.temperature
-    if t is not None and t <= 0:
-        raise ValueError("`temperature` must be strictly positive")
-    tp = req.parameters.top_p
-    if tp is not None and not 0 < tp < 1:
-        raise ValueError("`top_p` must be > 0.0 and < 1.0")
-    return req
-
-
-def _chat_params(req: ChatRequest) -> GenParams:
-    stop = [req.stop] if isinstance(req.stop, str) else list(req.stop or [])
-    sample = req.temperature is not None and req.temperature > 0
-    return GenParams(
-        max_new_tokens=req.max_completion_tokens or req.max_tokens or 256,
-        do_sample=sample,
-        temperature=req.temperature if sample else None,
-        top_p=req.top_p if sample and req.top_p is not None and req.top_p < 1 else None,
-        seed=req.seed,
-        stop=stop,
-    )
+def _sse(obj: Any, space: bool = False) -> bytes:
+    return f"data:{' ' if space else ''}{json.dumps(obj)}\n\n".encode()
 
 
 def make_app(engine: Engine) -> web.Application:
     """The aiohttp application over an engine."""
+    limits = engine.limits
 
-    async def parse(request: web.Request) -> Any:
+    @web.middleware
+    async def errors(request: web.Request, handler: Any) -> web.StreamResponse:
         try:
-            return await request.json()
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            raise ValueError("request body is not valid JSON") from None
+            return await handler(request)
+        except RequestError as exc:
+            return error_response(exc)
 
-    async def gen_request(request: web.Request):
-        """The validated /generate body and the engine's output, or a 422 response."""
-        try:
-            req = _validate_gen(await parse(request))
-        except (ValueError, ValidationError) as exc:
-            return None, _error(422, str(exc).splitlines()[0])
-        return req, await engine.submit(req.inputs, req.parameters)
-
-    async def generate(request: web.Request) -> web.Response:
-        req, out = await gen_request(request)
-        if req is None:
-            return out
-        text = (req.inputs + out.text) if req.parameters.return_full_text else out.text
-        body: dict[str, Any] = {"generated_text": text}
-        if req.parameters.details:
-            body["details"] = _details(req.parameters, out)
-        if request.path == "/":
-            return web.json_response([body])
-        return web.json_response(body)
+    async def generate(request: web.Request) -> web.StreamResponse:
+        req = parse_generate(await read_json(request), limits)
+        if request.path == "/" and req.stream:
+            return await stream_tgi(request, req)
+        async with Run(engine, tgi_job(engine, req)) as run:
+            out = await run.finish()
+        body: dict[str, Any] = {"generated_text": (req.inputs if req.parameters.return_full_text else "") + out.text}
+        if req.parameters.details or req.parameters.decoder_input_details:
+            body["details"] = tgi_details(req, out)
+        return web.json_response([body] if request.path == "/" else body)
 
     async def generate_stream(request: web.Request) -> web.StreamResponse:
-        req, out = await gen_request(request)
-        if req is None:
-            return out
-        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
-        await resp.prepare(request)
-        toks = _tokens(out)
-        for k, tok in enumerate(toks):
-            last = k == len(toks) - 1
-            event = {
-                "index": k,
-                "token": tok,
-                "top_tokens": None,
-                "generated_text": ((req.inputs if req.parameters.return_full_text else "") + out.text) if last else None,
-                "details": {"finish_reason": out.finish_reason, "generated_tokens": len(toks), "seed": req.parameters.seed}
-                if last
-                else None,
-            }
-            await resp.write(f"data:{json.dumps(event)}\n\n".encode())
-        if not toks:  # nothing generated: one final event with the empty text
-            event = {"index": 0, "token": {"id": 0, "text": "", "logprob": 0.0, "special": True}, "top_tokens": None,
-                     "generated_text": "", "details": {"finish_reason": out.finish_reason, "generated_tokens": 0, "seed": None}}
-            await resp.write(f"data:{json.dumps(event)}\n\n".encode())
-        await resp.write_eof()
-        return resp
+        return await stream_tgi(request, parse_generate(await read_json(request), limits))
+
+    async def stream_tgi(request: web.Request, req: GenerateRequest) -> web.StreamResponse:
+        job = tgi_job(engine, req)
+        async with Run(engine, job) as run:
+            resp = web.StreamResponse(headers=SSE_HEADERS)
+            await resp.prepare(request)
+            pending: Token | None = None
+            k = 0
+            try:
+                async for tok in run.tokens():
+                    if pending is not None:
+                        await resp.write(_sse(_event(k, pending, None, None)))
+                        k += 1
+                    pending = tok
+            except RequestError as exc:
+                await resp.write(_sse({"error": str(exc), "error_type": exc.error_type}))
+                return resp
+            out = run.result
+            text = (req.inputs if req.parameters.return_full_text else "") + out.text
+            details = {"finish_reason": out.finish_reason, "generated_tokens": len(out.tokens), "seed": out.seed,
+                       "input_length": out.prompt_tokens}
+            await resp.write(_sse(_event(k, pending, text, details)))
+            await resp.write_eof()
+            return resp
 
     async def chat(request: web.Request) -> web.StreamResponse:
-        try:
-            req = ChatRequest.model_validate(await parse(request))
-        except (ValueError, ValidationError) as exc:
-            return _error(422, str(exc).splitlines()[0])
-        params = _chat_params(req)
-        out = await engine.submit(engine.chat_prompt(req.messages), params)
-        reason = "stop" if out.finish_reason in ("eos_token", "stop_sequence") else "length"
-        cid, created = f"chatcmpl-{uuid.uuid4().hex[:24]}", int(time.time())
+        req = oa.parse(oa.ChatRequest, await read_json(request))
+        s = oa.sampling(req)
+        stop = oa.stops(req, limits)
+        prompt = engine.chat_prompt(oa.chat_messages(req))
+        ids, max_new = oa.fit(engine.encode(prompt), req.max_completion_tokens or req.max_tokens, req.truncate,
+                              limits, "max_completion_tokens" if req.max_completion_tokens else "max_tokens")
+        jobs = [_job_n(ids, max_new, s, stop, req.top_logprobs or 0, k) for k in range(req.n)]
+        cid, created = oa.new_id("chatcmpl")
         model = req.model or engine.model_id
-        usage = {"prompt_tokens": out.prompt_tokens, "completion_tokens": len(out.token_ids),
-                 "total_tokens": out.prompt_tokens + len(out.token_ids)}
-        if not req.stream:
-            return web.json_response({
-                "id": cid, "object": "chat.completion", "created": created, "model": model,
-                "system_fingerprint": "cotd-teacher-serve",
-                "choices": [{"index": 0, "message": {"role": "assistant", "content": out.text},
-                             "logprobs": None, "finish_reason": reason}],
-                "usage": usage,
-            })
-        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
-        await resp.prepare(request)
-        pieces = out.token_texts or [out.text]
-        for k, piece in enumerate(pieces):
-            last = k == len(pieces) - 1
-            chunk = {"id": cid, "object": "chat.completion.chunk", "created": created, "model": model,
-                     "system_fingerprint": "cotd-teacher-serve",
-                     "choices": [{"index": 0, "delta": {"role": "assistant", "content": piece},
-                                  "logprobs": None, "finish_reason": reason if last else None}],
-                     "usage": usage if last else None}
-            await resp.write(f"data: {json.dumps(chunk)}\n\n".encode())
-        await resp.write(b"data: [DONE]\n\n")
-        await resp.write_eof()
-        return resp
+        if req.stream:
+            return await stream_openai(request, jobs, cid, created, model, req, chat=True)
+        outs = await run_all(jobs)
+        choices = [{"index": k, "message": {"role": "assistant", "content": o.text},
+                    "logprobs": oa.chat_logprobs(_visible(o), req.top_logprobs) if req.logprobs else None,
+                    "finish_reason": oa.finish(o.finish_reason)} for k, o in enumerate(outs)]
+        return web.json_response({"id": cid, "object": "chat.completion", "created": created, "model": model,
+                                  "system_fingerprint": "cotd-teacher-serve", "choices": choices,
+                                  "usage": _usage(len(ids), outs)})
+
+    async def completions(request: web.Request) -> web.StreamResponse:
+        req = oa.parse(oa.CompletionRequest, await read_json(request))
+        s = oa.sampling(req)
+        stop = oa.stops(req, limits)
+        prompts = oa.completion_prompts(req)
+        if req.stream and (len(prompts) > 1 or req.echo):
+            raise invalid("`stream` supports one prompt without `echo`")
+        jobs, lengths = [], []
+        for p in prompts:
+            ids, max_new = oa.fit(engine.encode(p), req.max_tokens, req.truncate, limits, "max_tokens")
+            lengths.append(len(ids))
+            jobs += [_job_n(ids, max_new, s, stop, req.logprobs or 0, k) for k in range(req.n)]
+        cid, created = oa.new_id("cmpl")
+        model = req.model or engine.model_id
+        if req.stream:
+            return await stream_openai(request, jobs, cid, created, model, req, chat=False)
+        outs = await run_all(jobs)
+        choices = []
+        for k, o in enumerate(outs):
+            prefix = prompts[k // req.n] if req.echo else ""
+            choices.append({"index": k, "text": prefix + o.text, "finish_reason": oa.finish(o.finish_reason),
+                            "logprobs": oa.completion_logprobs(_visible(o), len(prefix)) if req.logprobs is not None else None})
+        usage = {"prompt_tokens": sum(lengths), "completion_tokens": sum(len(o.tokens) for o in outs)}
+        usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
+        return web.json_response({"id": cid, "object": "text_completion", "created": created, "model": model,
+                                  "system_fingerprint": "cotd-teacher-serve", "choices": choices, "usage": usage})
+
+    async def run_all(jobs: list[Job]) -> list[Generation]:
+        async with AsyncExitStack() as stack:
+            runs = [await stack.enter_async_context(Run(engine, j)) for j in jobs]
+            return [await r.finish() for r in runs]
+
+    async def stream_openai(request: web.Request, jobs: list[Job], cid: str, created: int, model: str,
+                            req: Any, chat: bool) -> web.StreamResponse:
+        obj = "chat.completion.chunk" if chat else "text_completion"
+
+        def chunk(choices: list[dict[str, Any]], usage: dict[str, Any] | None = None) -> bytes:
+            return _sse({"id": cid, "object": obj, "created": created, "model": model,
+                         "system_fingerprint": "cotd-teacher-serve", "choices": choices, "usage": usage}, space=True)
+
+        async with AsyncExitStack() as stack:
+            runs = [await stack.enter_async_context(Run(engine, j)) for j in jobs]
+            resp = web.StreamResponse(headers=SSE_HEADERS)
+            await resp.prepare(request)
+            try:
+                for k, run in enumerate(runs):  # choices one after the other (each already decoding)
+                    if chat:
+                        await resp.write(chunk([{"index": k, "delta": {"role": "assistant", "content": ""},
+                                                 "logprobs": None, "finish_reason": None}]))
+                    async for tok in run.tokens():
+                        if tok.id in engine.eos_ids:
+                            continue
+                        lp = (oa.chat_logprobs([tok], req.top_logprobs) if chat else oa.completion_logprobs([tok], 0)) \
+                            if req.logprobs not in (None, False) else None
+                        part = {"delta": {"content": tok.text}} if chat else {"text": tok.text}
+                        await resp.write(chunk([{"index": k, **part, "logprobs": lp, "finish_reason": None}]))
+                    end = {"delta": {}} if chat else {"text": ""}
+                    await resp.write(chunk([{"index": k, **end, "logprobs": None,
+                                             "finish_reason": oa.finish(run.result.finish_reason)}]))
+            except RequestError as exc:
+                await resp.write(_sse({"error": str(exc), "error_type": exc.error_type}, space=True))
+                return resp
+            if req.stream_options and req.stream_options.include_usage:
+                await resp.write(chunk([], _usage(len(jobs[0].ids), [r.result for r in runs])))
+            await resp.write(b"data: [DONE]\n\n")
+            await resp.write_eof()
+            return resp
+
+    started = int(time.time())
+
+    async def models(_: web.Request) -> web.Response:
+        return web.json_response(oa.models_list(engine.model_id, started))
 
     async def info(_: web.Request) -> web.Response:
         from importlib.metadata import PackageNotFoundError, version
@@ -394,11 +288,14 @@ def make_app(engine: Engine) -> web.Application:
             "model_dtype": str(next(engine.model.parameters()).dtype),
             "model_device_type": "cpu",
             "model_pipeline_tag": "text-generation",
-            "max_concurrent_requests": 128,
-            "max_best_of": 1,
-            "max_stop_sequences": 4,
-            "max_input_tokens": engine.cfg.max_input_tokens,
-            "max_total_tokens": engine.cfg.max_input_tokens + 2048,
+            "max_concurrent_requests": engine.max_concurrent_requests,
+            "max_best_of": limits.max_best_of,
+            "max_stop_sequences": limits.max_stop_sequences,
+            "max_input_tokens": limits.max_input_tokens,
+            "max_total_tokens": limits.max_total_tokens,
+            "max_top_n_tokens": limits.max_top_n_tokens,
+            "max_position_embeddings": getattr(engine.model.config, "max_position_embeddings", None),
+            "max_batch_size": engine.max_batch,
             "validation_workers": 1,
             "max_client_batch_size": 1,
             "router": "cotd-teacher-serve",
@@ -413,23 +310,49 @@ def make_app(engine: Engine) -> web.Application:
     async def on_startup(_: web.Application) -> None:
         engine.start()
 
-    async def on_cleanup(_: web.Application) -> None:
-        await engine.stop()
+    async def on_shutdown(_: web.Application) -> None:
+        engine.stop()
 
-    app = web.Application(client_max_size=8 * 1024 * 1024)
+    app = web.Application(client_max_size=8 * 1024 * 1024, middlewares=[errors])
     app.router.add_post("/generate", generate)
     app.router.add_post("/", generate)
     app.router.add_post("/generate_stream", generate_stream)
     app.router.add_post("/v1/chat/completions", chat)
+    app.router.add_post("/v1/completions", completions)
+    app.router.add_get("/v1/models", models)
     app.router.add_get("/info", info)
     app.router.add_get("/health", health)
     app.on_startup.append(on_startup)
-    app.on_cleanup.append(on_cleanup)
+    app.on_shutdown.append(on_shutdown)
     return app
 
 
+def _event(k: int, tok: Token, text: str | None, details: dict[str, Any] | None) -> dict[str, Any]:
+    """One TGI stream event (the last carries the text and details)."""
+    return {"index": k, "token": tok.tgi(), "top_tokens": [a.tgi() for a in tok.top],
+            "generated_text": text, "details": details}
+
+
+def _job_n(ids: list[int], max_new: int, s: Any, stop: list[str], top_n: int, k: int) -> Job:
+    """Choice `k` of n: its own seed (seed + k) so sampled choices differ."""
+    seed = s.seed + k if s.seed is not None else None
+    return Job(list(ids), max_new, replace(s, seed=seed), stop=stop, top_n=top_n)
+
+
+def _visible(out: Generation) -> list[Token]:
+    """The generated tokens without the final EOS (OpenAI shows none)."""
+    return [t for t in out.tokens if not (t.special and out.finish_reason == "eos_token" and t is out.tokens[-1])]
+
+
+def _usage(prompt_tokens: int, outs: list[Generation]) -> dict[str, int]:
+    completion = sum(len(o.tokens) for o in outs)
+    return {"prompt_tokens": prompt_tokens, "completion_tokens": completion, "total_tokens": prompt_tokens + completion}
+
+
 def serve(cfg: ServeConfig) -> None:
-    """Load the model and serve until interrupted."""
-    engine = Engine(cfg)
-    log.info("teacher serve: %s on http://%s:%d", cfg.model, cfg.host, cfg.port)
-    web.run_app(make_app(engine), host=cfg.host, port=cfg.port, print=None, access_log=None)
+    """Load the model and serve until SIGINT/SIGTERM (which stop decoding within one step)."""
+    engine = make_engine(cfg)
+    log.info("teacher serve: %s on http://%s:%d (max input %d, max total %d tokens)", cfg.model, cfg.host, cfg.port,
+             engine.limits.max_input_tokens, engine.limits.max_total_tokens)
+    web.run_app(make_app(engine), host=cfg.host, port=cfg.port, print=None, access_log=None,
+                handler_cancellation=True, shutdown_timeout=cfg.shutdown_timeout_s)
