@@ -93,9 +93,17 @@ class Run:
         return self.result
 
 
-def error_response(exc: RequestError) -> web.Response:
-    """TGI's error body."""
-    return web.json_response({"error": str(exc), "error_type": exc.error_type}, status=exc.status)
+def error_response(exc: RequestError, openai: bool = False) -> web.Response:
+    """TGI's error body ``{"error", "error_type"}``; on OpenAI routes `error` is OpenAI's object.
+
+    The ``openai`` package reads ``error.message`` (a plain string there leaves its exception with
+    only "Error code: 422"); TGI-aware clients still find `error_type`.
+    """
+    if not openai:
+        return web.json_response({"error": str(exc), "error_type": exc.error_type}, status=exc.status)
+    kind = "invalid_request_error" if exc.status == 422 else exc.error_type
+    err = {"message": str(exc), "type": kind, "param": None, "code": exc.error_type}
+    return web.json_response({"error": err, "error_type": exc.error_type}, status=exc.status)
 
 
 async def read_json(request: web.Request) -> Any:
@@ -142,7 +150,7 @@ def make_app(engine: Engine) -> web.Application:
         try:
             return await handler(request)
         except RequestError as exc:
-            return error_response(exc)
+            return error_response(exc, openai=request.path.startswith("/v1/"))
 
     async def generate(request: web.Request) -> web.StreamResponse:
         req = parse_generate(await read_json(request), limits)
@@ -356,3 +364,4 @@ def serve(cfg: ServeConfig) -> None:
              engine.limits.max_input_tokens, engine.limits.max_total_tokens)
     web.run_app(make_app(engine), host=cfg.host, port=cfg.port, print=None, access_log=None,
                 handler_cancellation=True, shutdown_timeout=cfg.shutdown_timeout_s)
+    log.info("teacher serve: stopped")

@@ -104,6 +104,7 @@ class Engine:
         self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else min(eos_ids, default=0)
         self.inflight = 0
         self.batches: list[int] = []  # sizes of the batches prefilled (for tests and logs)
+        self.cancelled_rows = 0  # rows stopped because their request ended first (client gone)
         self._inbox: queue.Queue[Job] = queue.Queue()
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
@@ -253,7 +254,9 @@ class _Batch:
         """One decoding step for every live row (drops rows whose client has gone first)."""
         if self.finished:
             return
-        self._keep([i for i, j in enumerate(self.jobs) if not j.cancelled])
+        live = [i for i, j in enumerate(self.jobs) if not j.cancelled]
+        self.engine.cancelled_rows += len(self.jobs) - len(live)
+        self._keep(live)
         if self.finished:
             return
         torch = self.engine.torch

@@ -3,11 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
-import socket
-import subprocess
-import sys
-import time
 import urllib.request
 from pathlib import Path
 
@@ -16,47 +11,18 @@ import pytest
 from services.generator.teachers.remote import RunStats, generate_remote
 from shared.datasets.base import TaskType, make_question
 from shared.specs import CotSetSpec, DatasetRef, TeacherSpec
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from tests.integration.teacher_server import teacher_server, tiny_teacher
 
 
 @pytest.fixture(scope="module")
 def tiny_model(tmp_path_factory) -> Path:
-    import torch
-
-    from services.trainer.tiny import init_tiny
-
-    torch.set_num_threads(1)
-    return init_tiny(tmp_path_factory.mktemp("tiny") / "m", size="xs")
+    return tiny_teacher(tmp_path_factory.mktemp("tiny"))
 
 
 @pytest.fixture(scope="module")
 def server(tiny_model: Path):
-    port = _free_port()
-    cmd = [sys.executable, "-c", "from shared.cli import main; main()", "teacher", "serve", "--model", str(tiny_model),
-           "--port", str(port), "--threads", "1", "--batch-wait-ms", "20"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=os.environ | {"OMP_NUM_THREADS": "1"})
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 90
-    while time.time() < deadline:
-        if proc.poll() is not None:
-            pytest.fail(f"teacher serve exited: {proc.stderr.read().decode()[-2000:]}")
-        try:
-            with urllib.request.urlopen(url + "/health", timeout=1) as r:
-                if r.status == 200:
-                    break
-        except OSError:
-            time.sleep(0.3)
-    else:
-        proc.kill()
-        pytest.fail("teacher serve did not become healthy")
-    yield url
-    proc.terminate()
-    proc.wait(10)
+    with teacher_server(tiny_model, "--batch-wait-ms", "20") as (url, _proc):
+        yield url
 
 
 def _questions(n: int) -> list:
@@ -118,9 +84,9 @@ def test_tgi_shapes(server: str) -> None:
 def test_requests_arriving_together_are_batched(tiny_model: Path) -> None:
     from aiohttp.test_utils import TestClient, TestServer
 
-    from services.generator.server import Engine, ServeConfig, make_app
+    from services.generator.server import ServeConfig, make_app, make_engine
 
-    engine = Engine(ServeConfig(model=str(tiny_model), threads=1, batch_wait_ms=30, max_batch=8))
+    engine = make_engine(ServeConfig(model=str(tiny_model), threads=1, batch_wait_ms=30, max_batch=8))
 
     async def main():
         async with TestClient(TestServer(make_app(engine))) as client:
