@@ -48,16 +48,24 @@ class ServeConfig(BaseModel):
     batch_wait_ms: float = Field(5.0, ge=0, description="How long an idle server waits for a batch to fill.")
     threads: int | None = Field(None, ge=1, description="torch.set_num_threads (None: torch's default).")
     max_input_tokens: int | None = Field(None, ge=1, description="Prompt limit (default: max total - 1).")
-    max_total_tokens: int | None = Field(None, ge=2, description="Prompt + new tokens (default: the model's positions).")
+    max_total_tokens: int | None = Field(
+        None, ge=2, description="Prompt + new tokens (default: the model's positions)."
+    )
     max_concurrent_requests: int = Field(128, ge=1, description="Requests in flight before 429 (TGI's).")
     shutdown_timeout_s: float = Field(3.0, ge=0, description="Grace for open connections on SIGTERM.")
 
 
 def make_engine(cfg: ServeConfig) -> Engine:
     """The engine a config describes (loads the model)."""
-    return Engine(cfg.model, max_batch=cfg.max_batch, batch_wait_ms=cfg.batch_wait_ms, threads=cfg.threads,
-                  max_input_tokens=cfg.max_input_tokens, max_total_tokens=cfg.max_total_tokens,
-                  max_concurrent_requests=cfg.max_concurrent_requests)
+    return Engine(
+        cfg.model,
+        max_batch=cfg.max_batch,
+        batch_wait_ms=cfg.batch_wait_ms,
+        threads=cfg.threads,
+        max_input_tokens=cfg.max_input_tokens,
+        max_total_tokens=cfg.max_total_tokens,
+        max_concurrent_requests=cfg.max_concurrent_requests,
+    )
 
 
 class Run:
@@ -120,7 +128,9 @@ def tgi_job(engine: Engine, req: GenerateRequest) -> Job:
     s = sampling_of(p)
     ids = fit_prompt(engine.encode(req.inputs), p.truncate, engine.limits)
     max_new = new_tokens(p.max_new_tokens, len(ids), engine.limits)
-    return Job(ids, max_new, s, stop=p.stop, top_n=p.top_n_tokens or 0, prefill_details=p.decoder_input_details)
+    return Job(
+        ids, max_new, s, stop=p.stop, top_n=p.top_n_tokens or 0, prefill_details=p.decoder_input_details
+    )
 
 
 def tgi_details(req: GenerateRequest, out: Generation) -> dict[str, Any]:
@@ -158,7 +168,9 @@ def make_app(engine: Engine) -> web.Application:
             return await stream_tgi(request, req)
         async with Run(engine, tgi_job(engine, req)) as run:
             out = await run.finish()
-        body: dict[str, Any] = {"generated_text": (req.inputs if req.parameters.return_full_text else "") + out.text}
+        body: dict[str, Any] = {
+            "generated_text": (req.inputs if req.parameters.return_full_text else "") + out.text
+        }
         if req.parameters.details or req.parameters.decoder_input_details:
             body["details"] = tgi_details(req, out)
         return web.json_response([body] if request.path == "/" else body)
@@ -184,8 +196,12 @@ def make_app(engine: Engine) -> web.Application:
                 return resp
             out = run.result
             text = (req.inputs if req.parameters.return_full_text else "") + out.text
-            details = {"finish_reason": out.finish_reason, "generated_tokens": len(out.tokens), "seed": out.seed,
-                       "input_length": out.prompt_tokens}
+            details = {
+                "finish_reason": out.finish_reason,
+                "generated_tokens": len(out.tokens),
+                "seed": out.seed,
+                "input_length": out.prompt_tokens,
+            }
             await resp.write(_sse(_event(k, pending, text, details)))
             await resp.write_eof()
             return resp
@@ -195,20 +211,39 @@ def make_app(engine: Engine) -> web.Application:
         s = oa.sampling(req)
         stop = oa.stops(req, limits)
         prompt = engine.chat_prompt(oa.chat_messages(req))
-        ids, max_new = oa.fit(engine.encode(prompt), req.max_completion_tokens or req.max_tokens, req.truncate,
-                              limits, "max_completion_tokens" if req.max_completion_tokens else "max_tokens")
+        ids, max_new = oa.fit(
+            engine.encode(prompt),
+            req.max_completion_tokens or req.max_tokens,
+            req.truncate,
+            limits,
+            "max_completion_tokens" if req.max_completion_tokens else "max_tokens",
+        )
         jobs = [_job_n(ids, max_new, s, stop, req.top_logprobs or 0, k) for k in range(req.n)]
         cid, created = oa.new_id("chatcmpl")
         model = req.model or engine.model_id
         if req.stream:
             return await stream_openai(request, jobs, cid, created, model, req, chat=True)
         outs = await run_all(jobs)
-        choices = [{"index": k, "message": {"role": "assistant", "content": o.text},
-                    "logprobs": oa.chat_logprobs(_visible(o), req.top_logprobs) if req.logprobs else None,
-                    "finish_reason": oa.finish(o.finish_reason)} for k, o in enumerate(outs)]
-        return web.json_response({"id": cid, "object": "chat.completion", "created": created, "model": model,
-                                  "system_fingerprint": "cotd-teacher-serve", "choices": choices,
-                                  "usage": _usage(len(ids), outs)})
+        choices = [
+            {
+                "index": k,
+                "message": {"role": "assistant", "content": o.text},
+                "logprobs": oa.chat_logprobs(_visible(o), req.top_logprobs) if req.logprobs else None,
+                "finish_reason": oa.finish(o.finish_reason),
+            }
+            for k, o in enumerate(outs)
+        ]
+        return web.json_response(
+            {
+                "id": cid,
+                "object": "chat.completion",
+                "created": created,
+                "model": model,
+                "system_fingerprint": "cotd-teacher-serve",
+                "choices": choices,
+                "usage": _usage(len(ids), outs),
+            }
+        )
 
     async def completions(request: web.Request) -> web.StreamResponse:
         req = oa.parse(oa.CompletionRequest, await read_json(request))
@@ -230,25 +265,53 @@ def make_app(engine: Engine) -> web.Application:
         choices = []
         for k, o in enumerate(outs):
             prefix = prompts[k // req.n] if req.echo else ""
-            choices.append({"index": k, "text": prefix + o.text, "finish_reason": oa.finish(o.finish_reason),
-                            "logprobs": oa.completion_logprobs(_visible(o), len(prefix)) if req.logprobs is not None else None})
+            choices.append(
+                {
+                    "index": k,
+                    "text": prefix + o.text,
+                    "finish_reason": oa.finish(o.finish_reason),
+                    "logprobs": oa.completion_logprobs(_visible(o), len(prefix))
+                    if req.logprobs is not None
+                    else None,
+                }
+            )
         usage = {"prompt_tokens": sum(lengths), "completion_tokens": sum(len(o.tokens) for o in outs)}
         usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
-        return web.json_response({"id": cid, "object": "text_completion", "created": created, "model": model,
-                                  "system_fingerprint": "cotd-teacher-serve", "choices": choices, "usage": usage})
+        return web.json_response(
+            {
+                "id": cid,
+                "object": "text_completion",
+                "created": created,
+                "model": model,
+                "system_fingerprint": "cotd-teacher-serve",
+                "choices": choices,
+                "usage": usage,
+            }
+        )
 
     async def run_all(jobs: list[Job]) -> list[Generation]:
         async with AsyncExitStack() as stack:
             runs = [await stack.enter_async_context(Run(engine, j)) for j in jobs]
             return [await r.finish() for r in runs]
 
-    async def stream_openai(request: web.Request, jobs: list[Job], cid: str, created: int, model: str,
-                            req: Any, chat: bool) -> web.StreamResponse:
+    async def stream_openai(
+        request: web.Request, jobs: list[Job], cid: str, created: int, model: str, req: Any, chat: bool
+    ) -> web.StreamResponse:
         obj = "chat.completion.chunk" if chat else "text_completion"
 
         def chunk(choices: list[dict[str, Any]], usage: dict[str, Any] | None = None) -> bytes:
-            return _sse({"id": cid, "object": obj, "created": created, "model": model,
-                         "system_fingerprint": "cotd-teacher-serve", "choices": choices, "usage": usage}, space=True)
+            return _sse(
+                {
+                    "id": cid,
+                    "object": obj,
+                    "created": created,
+                    "model": model,
+                    "system_fingerprint": "cotd-teacher-serve",
+                    "choices": choices,
+                    "usage": usage,
+                },
+                space=True,
+            )
 
         async with AsyncExitStack() as stack:
             runs = [await stack.enter_async_context(Run(engine, j)) for j in jobs]
@@ -257,18 +320,45 @@ def make_app(engine: Engine) -> web.Application:
             try:
                 for k, run in enumerate(runs):  # choices one after the other (each already decoding)
                     if chat:
-                        await resp.write(chunk([{"index": k, "delta": {"role": "assistant", "content": ""},
-                                                 "logprobs": None, "finish_reason": None}]))
+                        await resp.write(
+                            chunk(
+                                [
+                                    {
+                                        "index": k,
+                                        "delta": {"role": "assistant", "content": ""},
+                                        "logprobs": None,
+                                        "finish_reason": None,
+                                    }
+                                ]
+                            )
+                        )
                     async for tok in run.tokens():
                         if tok.id in engine.eos_ids:
                             continue
-                        lp = (oa.chat_logprobs([tok], req.top_logprobs) if chat else oa.completion_logprobs([tok], 0)) \
-                            if req.logprobs not in (None, False) else None
+                        lp = (
+                            (
+                                oa.chat_logprobs([tok], req.top_logprobs)
+                                if chat
+                                else oa.completion_logprobs([tok], 0)
+                            )
+                            if req.logprobs not in (None, False)
+                            else None
+                        )
                         part = {"delta": {"content": tok.text}} if chat else {"text": tok.text}
                         await resp.write(chunk([{"index": k, **part, "logprobs": lp, "finish_reason": None}]))
                     end = {"delta": {}} if chat else {"text": ""}
-                    await resp.write(chunk([{"index": k, **end, "logprobs": None,
-                                             "finish_reason": oa.finish(run.result.finish_reason)}]))
+                    await resp.write(
+                        chunk(
+                            [
+                                {
+                                    "index": k,
+                                    **end,
+                                    "logprobs": None,
+                                    "finish_reason": oa.finish(run.result.finish_reason),
+                                }
+                            ]
+                        )
+                    )
             except RequestError as exc:
                 await resp.write(_sse({"error": str(exc), "error_type": exc.error_type}, space=True))
                 return resp
@@ -290,27 +380,29 @@ def make_app(engine: Engine) -> web.Application:
             ver = version("cotd")
         except PackageNotFoundError:
             ver = "0"
-        return web.json_response({
-            "model_id": engine.model_id,
-            "model_sha": None,
-            "model_dtype": str(next(engine.model.parameters()).dtype),
-            "model_device_type": "cpu",
-            "model_pipeline_tag": "text-generation",
-            "max_concurrent_requests": engine.max_concurrent_requests,
-            "max_best_of": limits.max_best_of,
-            "max_stop_sequences": limits.max_stop_sequences,
-            "max_input_tokens": limits.max_input_tokens,
-            "max_total_tokens": limits.max_total_tokens,
-            "max_top_n_tokens": limits.max_top_n_tokens,
-            "max_position_embeddings": getattr(engine.model.config, "max_position_embeddings", None),
-            "max_batch_size": engine.max_batch,
-            "validation_workers": 1,
-            "max_client_batch_size": 1,
-            "router": "cotd-teacher-serve",
-            "version": ver,
-            "sha": None,
-            "docker_label": None,
-        })
+        return web.json_response(
+            {
+                "model_id": engine.model_id,
+                "model_sha": None,
+                "model_dtype": str(next(engine.model.parameters()).dtype),
+                "model_device_type": "cpu",
+                "model_pipeline_tag": "text-generation",
+                "max_concurrent_requests": engine.max_concurrent_requests,
+                "max_best_of": limits.max_best_of,
+                "max_stop_sequences": limits.max_stop_sequences,
+                "max_input_tokens": limits.max_input_tokens,
+                "max_total_tokens": limits.max_total_tokens,
+                "max_top_n_tokens": limits.max_top_n_tokens,
+                "max_position_embeddings": getattr(engine.model.config, "max_position_embeddings", None),
+                "max_batch_size": engine.max_batch,
+                "validation_workers": 1,
+                "max_client_batch_size": 1,
+                "router": "cotd-teacher-serve",
+                "version": ver,
+                "sha": None,
+                "docker_label": None,
+            }
+        )
 
     async def health(_: web.Request) -> web.Response:
         return web.Response(status=200)
@@ -337,8 +429,13 @@ def make_app(engine: Engine) -> web.Application:
 
 def _event(k: int, tok: Token, text: str | None, details: dict[str, Any] | None) -> dict[str, Any]:
     """One TGI stream event (the last carries the text and details)."""
-    return {"index": k, "token": tok.tgi(), "top_tokens": [a.tgi() for a in tok.top],
-            "generated_text": text, "details": details}
+    return {
+        "index": k,
+        "token": tok.tgi(),
+        "top_tokens": [a.tgi() for a in tok.top],
+        "generated_text": text,
+        "details": details,
+    }
 
 
 def _job_n(ids: list[int], max_new: int, s: Any, stop: list[str], top_n: int, k: int) -> Job:
@@ -349,19 +446,38 @@ def _job_n(ids: list[int], max_new: int, s: Any, stop: list[str], top_n: int, k:
 
 def _visible(out: Generation) -> list[Token]:
     """The generated tokens without the final EOS (OpenAI shows none)."""
-    return [t for t in out.tokens if not (t.special and out.finish_reason == "eos_token" and t is out.tokens[-1])]
+    return [
+        t for t in out.tokens if not (t.special and out.finish_reason == "eos_token" and t is out.tokens[-1])
+    ]
 
 
 def _usage(prompt_tokens: int, outs: list[Generation]) -> dict[str, int]:
     completion = sum(len(o.tokens) for o in outs)
-    return {"prompt_tokens": prompt_tokens, "completion_tokens": completion, "total_tokens": prompt_tokens + completion}
+    return {
+        "prompt_tokens": prompt_tokens,
+        "completion_tokens": completion,
+        "total_tokens": prompt_tokens + completion,
+    }
 
 
 def serve(cfg: ServeConfig) -> None:
     """Load the model and serve until SIGINT/SIGTERM (which stop decoding within one step)."""
     engine = make_engine(cfg)
-    log.info("teacher serve: %s on http://%s:%d (max input %d, max total %d tokens)", cfg.model, cfg.host, cfg.port,
-             engine.limits.max_input_tokens, engine.limits.max_total_tokens)
-    web.run_app(make_app(engine), host=cfg.host, port=cfg.port, print=None, access_log=None,
-                handler_cancellation=True, shutdown_timeout=cfg.shutdown_timeout_s)
+    log.info(
+        "teacher serve: %s on http://%s:%d (max input %d, max total %d tokens)",
+        cfg.model,
+        cfg.host,
+        cfg.port,
+        engine.limits.max_input_tokens,
+        engine.limits.max_total_tokens,
+    )
+    web.run_app(
+        make_app(engine),
+        host=cfg.host,
+        port=cfg.port,
+        print=None,
+        access_log=None,
+        handler_cancellation=True,
+        shutdown_timeout=cfg.shutdown_timeout_s,
+    )
     log.info("teacher serve: stopped")

@@ -17,6 +17,7 @@ import logging
 import queue
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -76,9 +77,17 @@ class Job:
 class Engine:
     """The model, the tokenizer, the limits and the decoding thread."""
 
-    def __init__(self, model: str, *, max_batch: int = 16, batch_wait_ms: float = 5.0, threads: int | None = None,
-                 max_input_tokens: int | None = None, max_total_tokens: int | None = None,
-                 max_concurrent_requests: int = 128) -> None:
+    def __init__(
+        self,
+        model: str,
+        *,
+        max_batch: int = 16,
+        batch_wait_ms: float = 5.0,
+        threads: int | None = None,
+        max_input_tokens: int | None = None,
+        max_total_tokens: int | None = None,
+        max_concurrent_requests: int = 128,
+    ) -> None:
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -101,9 +110,13 @@ class Engine:
         params = inspect.signature(self.model.forward).parameters
         self.cache_kw = "cache" if "cache" in params else "past_key_values"
         self.special_ids = set(self.tokenizer.all_special_ids)
-        self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else min(eos_ids, default=0)
+        self.pad_id = (
+            self.tokenizer.pad_token_id
+            if self.tokenizer.pad_token_id is not None
+            else min(eos_ids, default=0)
+        )
         self.inflight = 0
-        self.batches: list[int] = []  # sizes of the batches prefilled (for tests and logs)
+        self.batches: deque[int] = deque(maxlen=256)  # sizes of the last batches prefilled (tests, logs)
         self.cancelled_rows = 0  # rows stopped because their request ended first (client gone)
         self._inbox: queue.Queue[Job] = queue.Queue()
         self._stopping = threading.Event()
@@ -188,10 +201,14 @@ class Engine:
 
 def model_limits(config: Any, max_input_tokens: int | None, max_total_tokens: int | None) -> Limits:
     """TGI-style limits from the model's positions: total <= positions, input < total."""
-    positions = getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", None) or 2048
+    positions = (
+        getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", None) or 2048
+    )
     total = max_total_tokens or positions
     if total > positions:
-        raise ValueError(f"--max-total-tokens {total} exceeds the model's max_position_embeddings ({positions})")
+        raise ValueError(
+            f"--max-total-tokens {total} exceeds the model's max_position_embeddings ({positions})"
+        )
     inp = max_input_tokens or total - 1
     if not 0 < inp < total:
         raise ValueError(f"--max-input-tokens {inp} must be > 0 and < max total tokens ({total})")
@@ -212,8 +229,8 @@ class _Batch:
         ids = torch.full((len(jobs), width), engine.pad_id, dtype=torch.long)
         mask = torch.zeros((len(jobs), width), dtype=torch.long)
         for i, j in enumerate(jobs):
-            ids[i, width - len(j.ids):] = torch.tensor(j.ids)
-            mask[i, width - len(j.ids):] = 1
+            ids[i, width - len(j.ids) :] = torch.tensor(j.ids)
+            mask[i, width - len(j.ids) :] = 1
         self.mask = mask
         self.past = None
         self.finished = False
@@ -233,18 +250,19 @@ class _Batch:
 
     def _forward(self, ids):
         torch = self.engine.torch
-        pos = (self.mask.cumsum(-1) - 1).clamp(min=0)[:, -ids.shape[1]:]
+        pos = (self.mask.cumsum(-1) - 1).clamp(min=0)[:, -ids.shape[1] :]
         kw = self.engine.cache_kw  # `cache` in recent transformers, `past_key_values` before
         with torch.no_grad():
-            out = self.engine.model(input_ids=ids, attention_mask=self.mask, position_ids=pos, use_cache=True,
-                                    **{kw: self.past})
+            out = self.engine.model(
+                input_ids=ids, attention_mask=self.mask, position_ids=pos, use_cache=True, **{kw: self.past}
+            )
         self.past = getattr(out, kw)
         return out.logits.float()
 
     def _prefill(self, i: int, logits) -> list[Token]:
         tok, job = self.engine.tokenizer, self.jobs[i]
         n, width = len(job.ids), logits.shape[1]
-        logp = logits[i, width - n: width - 1].log_softmax(-1)
+        logp = logits[i, width - n : width - 1].log_softmax(-1)
         out = [Token(job.ids[0], tok.decode([job.ids[0]]), None, job.ids[0] in self.engine.special_ids)]
         for k, tid in enumerate(job.ids[1:]):
             out.append(Token(tid, tok.decode([tid]), float(logp[k, tid]), tid in self.engine.special_ids))
@@ -277,8 +295,10 @@ class _Batch:
             top = []
             if job.top_n:
                 vals, idx = logp.topk(job.top_n)
-                top = [Token(int(t), eng.tokenizer.decode([int(t)]), float(v), int(t) in eng.special_ids)
-                       for v, t in zip(vals.tolist(), idx.tolist(), strict=True)]
+                top = [
+                    Token(int(t), eng.tokenizer.decode([int(t)]), float(v), int(t) in eng.special_ids)
+                    for v, t in zip(vals.tolist(), idx.tolist(), strict=True)
+                ]
             token = Token(tid, eng.tokenizer.decode([tid]), float(logp[tid]), tid in eng.special_ids, top)
             self.out[i].append(token)
             self.seen[i].append(tid)
@@ -336,7 +356,9 @@ class _Batch:
     def _fail(self, exc: Exception) -> None:
         log.exception("generation failed for a batch of %d", len(self.jobs))
         for job in self.jobs:
-            job.post("error", RequestError(f"generation failed: {type(exc).__name__}: {exc}", 500, "generation"))
+            job.post(
+                "error", RequestError(f"generation failed: {type(exc).__name__}: {exc}", 500, "generation")
+            )
         self._keep([])
 
 

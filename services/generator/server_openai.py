@@ -68,7 +68,9 @@ class _Common(BaseModel):
     presence_penalty: float | None = Field(None, description="Refused unless 0 (not implemented).")
     logit_bias: dict[str, float] | None = Field(None, description="Refused when set (not implemented).")
     user: str | None = Field(None, description="Accepted; not used.")
-    truncate: int | None = Field(None, description="cotd extension (TGI's): keep only the last N prompt tokens.")
+    truncate: int | None = Field(
+        None, description="cotd extension (TGI's): keep only the last N prompt tokens."
+    )
 
 
 class ChatRequest(_Common):
@@ -89,7 +91,9 @@ class CompletionRequest(_Common):
 
     prompt: str | list[str] = Field(description="A prompt or a list of prompts (text).")
     max_tokens: int | None = Field(16, description="Completion tokens (OpenAI's default 16).")
-    logprobs: int | None = Field(None, description="0..5: logprobs of the sampled and the most likely tokens.")
+    logprobs: int | None = Field(
+        None, description="0..5: logprobs of the sampled and the most likely tokens."
+    )
     echo: bool = Field(False, description="Prepend the prompt to each choice's text.")
     suffix: str | None = Field(None, description="Refused when set (no insertion).")
     best_of: int | None = Field(None, description="Refused above 1.")
@@ -144,7 +148,7 @@ def chat_messages(req: ChatRequest) -> list[dict[str, str]]:
     if req.tools or req.tool_choice not in (None, "none"):
         raise invalid("`tools` are not supported by cotd teacher serve")
     if req.response_format and req.response_format.get("type") != "text":
-        raise invalid("`response_format` supports only {\"type\": \"text\"}")
+        raise invalid('`response_format` supports only {"type": "text"}')
     if req.top_logprobs is not None and (not req.logprobs or not 0 <= req.top_logprobs <= 5):
         raise invalid("`top_logprobs` must be >= 0 and <= 5, with `logprobs: true`")
     out = []
@@ -155,7 +159,9 @@ def chat_messages(req: ChatRequest) -> list[dict[str, str]]:
             parts = []
             for k, part in enumerate(m.content):
                 if part.type != "text" or part.text is None:
-                    raise invalid(f"`messages[{i}].content[{k}]`: only text parts are supported (got {part.type!r})")
+                    raise invalid(
+                        f"`messages[{i}].content[{k}]`: only text parts are supported (got {part.type!r})"
+                    )
                 parts.append(part.text)
             text = "".join(parts)
         else:
@@ -181,12 +187,16 @@ def completion_prompts(req: CompletionRequest) -> list[str]:
     return prompts
 
 
-def fit(ids: list[int], requested: int | None, truncate: int | None, limits: Limits, field: str) -> tuple[list[int], int]:
+def fit(
+    ids: list[int], requested: int | None, truncate: int | None, limits: Limits, field: str
+) -> tuple[list[int], int]:
     """Prompt ids within limits and the tokens to generate (OpenAI: the room left when not given)."""
     try:
         ids = fit_prompt(ids, truncate, limits)
     except RequestError as exc:
-        raise RequestError(str(exc).replace("`inputs`", "`prompt`" if field == "max_tokens" else "`messages`")) from None
+        raise RequestError(
+            str(exc).replace("`inputs`", "`prompt`" if field == "max_tokens" else "`messages`")
+        ) from None
     if requested is None:
         requested = limits.max_total_tokens - len(ids)
     return ids, new_tokens(requested, len(ids), limits, field)
@@ -233,4 +243,7 @@ def new_id(prefix: str) -> tuple[str, int]:
 
 def models_list(model_id: str, created: int) -> dict[str, Any]:
     """``GET /v1/models``."""
-    return {"object": "list", "data": [{"id": model_id, "object": "model", "created": created, "owned_by": "cotd"}]}
+    return {
+        "object": "list",
+        "data": [{"id": model_id, "object": "model", "created": created, "owned_by": "cotd"}],
+    }

@@ -52,10 +52,14 @@ class GenParams(BaseModel):
     repetition_penalty: float | None = Field(None, description="CTRL-style penalty (> 0; 1 = none).")
     frequency_penalty: float | None = Field(None, description="Subtracted per earlier occurrence (-2..2).")
     seed: int | None = Field(None, description="Sampling seed of this request.")
-    stop: list[str] = Field(default_factory=list, description="Stop sequences (included in the text, as TGI).")
+    stop: list[str] = Field(
+        default_factory=list, description="Stop sequences (included in the text, as TGI)."
+    )
     truncate: int | None = Field(None, description="Keep only the last N prompt tokens (left truncation).")
     details: bool = Field(False, description="Return tokens, logprobs and the finish reason.")
-    decoder_input_details: bool = Field(False, description="Also return the prompt tokens' logprobs (prefill).")
+    decoder_input_details: bool = Field(
+        False, description="Also return the prompt tokens' logprobs (prefill)."
+    )
     top_n_tokens: int | None = Field(None, description="Also return the n most likely tokens at each step.")
     return_full_text: bool = Field(False, description="Prepend the prompt to the generated text.")
     best_of: int | None = Field(None, description="Refused above /info's max_best_of (1).")
@@ -137,11 +141,15 @@ def check_options(p: GenParams, limits: Limits) -> None:
     if p.best_of is not None and not 0 < p.best_of <= limits.max_best_of:
         raise invalid(f"`best_of` must be > 0 and <= {limits.max_best_of}. Given: {p.best_of}")
     if len(p.stop) > limits.max_stop_sequences:
-        raise invalid(f"`stop` supports up to {limits.max_stop_sequences} stop sequences. Given: {len(p.stop)}")
+        raise invalid(
+            f"`stop` supports up to {limits.max_stop_sequences} stop sequences. Given: {len(p.stop)}"
+        )
     for i, s in enumerate(p.stop):
         check_text(s, f"stop[{i}]")
     if p.top_n_tokens is not None and not 0 <= p.top_n_tokens <= limits.max_top_n_tokens:
-        raise invalid(f"`top_n_tokens` must be >= 0 and <= {limits.max_top_n_tokens}. Given: {p.top_n_tokens}")
+        raise invalid(
+            f"`top_n_tokens` must be >= 0 and <= {limits.max_top_n_tokens}. Given: {p.top_n_tokens}"
+        )
 
 
 def fit_prompt(ids: list[int], truncate: int | None, limits: Limits) -> list[int]:
@@ -150,7 +158,9 @@ def fit_prompt(ids: list[int], truncate: int | None, limits: Limits) -> list[int
         raise invalid("`inputs` cannot be empty")
     if truncate is not None:
         if not 0 < truncate <= limits.max_input_tokens:
-            raise invalid(f"`truncate` must be strictly positive and less than {limits.max_input_tokens}. Given: {truncate}")
+            raise invalid(
+                f"`truncate` must be strictly positive and less than {limits.max_input_tokens}. Given: {truncate}"
+            )
         ids = ids[-truncate:]
     if len(ids) > limits.max_input_tokens:
         raise invalid(
@@ -160,7 +170,9 @@ def fit_prompt(ids: list[int], truncate: int | None, limits: Limits) -> list[int
     return ids
 
 
-def new_tokens(requested: int | None, input_length: int, limits: Limits, field: str = "max_new_tokens") -> int:
+def new_tokens(
+    requested: int | None, input_length: int, limits: Limits, field: str = "max_new_tokens"
+) -> int:
     """`requested` checked against ``max_total_tokens - input`` (or the room left, capped at 100, when None)."""
     room = limits.max_total_tokens - input_length
     if requested is None:

@@ -1,4 +1,7 @@
-"""`cotd teacher serve` as a subprocess over a tiny model, on a free loopback port (for the teacher tests)."""
+"""`cotd teacher serve` as a subprocess over a tiny model, on a free loopback port (for the teacher tests).
+
+The tiny model itself is the session fixture `tiny_teacher` (tests/integration/conftest.py).
+"""
 
 from __future__ import annotations
 
@@ -12,23 +15,14 @@ from pathlib import Path
 from tests.integration.services import COTD, free_port, stop, wait_for
 
 
-def tiny_teacher(root: Path) -> Path:
-    """An `init_tiny` xs model (1,024 positions, its own chat template) under `root`."""
-    import torch
-
-    from services.trainer.tiny import init_tiny
-
-    torch.set_num_threads(1)
-    return init_tiny(root / "m", size="xs")
-
-
 @contextmanager
 def teacher_server(model: Path, *args: str) -> Iterator[tuple[str, subprocess.Popen]]:
     """Start the server (one torch thread), wait for /health, yield (url, process); stop it after."""
     port = free_port()
     cmd = [*COTD, "teacher", "serve", "--model", str(model), "--port", str(port), "--threads", "1", *args]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                            env=os.environ | {"OMP_NUM_THREADS": "1"})
+    proc = subprocess.Popen(
+        cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=os.environ | {"OMP_NUM_THREADS": "1"}
+    )
     url = f"http://127.0.0.1:{port}"
 
     def healthy() -> bool:
@@ -38,7 +32,9 @@ def teacher_server(model: Path, *args: str) -> Iterator[tuple[str, subprocess.Po
             return r.status == 200
 
     try:
-        wait_for(healthy, 90, "teacher serve to become healthy", interval=0.3)
+        wait_for(
+            healthy, 240, "teacher serve to become healthy", interval=0.3
+        )  # generous: a loaded CI machine
         yield url, proc
     finally:
         stop(proc)

@@ -11,12 +11,12 @@ import pytest
 from services.generator.teachers.remote import RunStats, generate_remote
 from shared.datasets.base import TaskType, make_question
 from shared.specs import CotSetSpec, DatasetRef, TeacherSpec
-from tests.integration.teacher_server import teacher_server, tiny_teacher
+from tests.integration.teacher_server import teacher_server
 
 
 @pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory) -> Path:
-    return tiny_teacher(tmp_path_factory.mktemp("tiny"))
+def tiny_model(tiny_teacher: Path) -> Path:
+    return tiny_teacher
 
 
 @pytest.fixture(scope="module")
@@ -26,19 +26,40 @@ def server(tiny_model: Path):
 
 
 def _questions(n: int) -> list:
-    return [make_question("svamp", f"Tom has {i} apples and buys 2 more. How many now?", str(i + 2), TaskType.NUMBER)
-            for i in range(n)]
+    return [
+        make_question(
+            "svamp", f"Tom has {i} apples and buys 2 more. How many now?", str(i + 2), TaskType.NUMBER
+        )
+        for i in range(n)
+    ]
 
 
 @pytest.mark.parametrize(
     ("kind", "route", "suffix", "key_env"),
-    [("tgi", "generate", "", None), ("tgi", "generate", "/generate", None), ("tgi", "chat", "", None),
-     ("openai", "chat", "/v1", "COTD_TEST_TEACHER_KEY")],
+    [
+        ("tgi", "generate", "", None),
+        ("tgi", "generate", "/generate", None),
+        ("tgi", "chat", "", None),
+        ("openai", "chat", "/v1", "COTD_TEST_TEACHER_KEY"),
+    ],
 )
-def test_clients_over_http(server: str, tiny_model: Path, tmp_path: Path, monkeypatch, kind, route, suffix, key_env) -> None:
+def test_clients_over_http(
+    server: str, tiny_model: Path, tmp_path: Path, monkeypatch, kind, route, suffix, key_env
+) -> None:
     monkeypatch.setenv("COTD_TEST_TEACHER_KEY", "sk-test")
-    t = TeacherSpec(name=f"{kind}-{route}", kind=kind, route=route, model=str(tiny_model), base_url=server + suffix,
-                    api_key_env=key_env, max_new_tokens=8, temperature=1.0, concurrency=4, max_retries=1, timeout_s=30)
+    t = TeacherSpec(
+        name=f"{kind}-{route}",
+        kind=kind,
+        route=route,
+        model=str(tiny_model),
+        base_url=server + suffix,
+        api_key_env=key_env,
+        max_new_tokens=8,
+        temperature=1.0,
+        concurrency=4,
+        max_retries=1,
+        timeout_s=30,
+    )
     spec = CotSetSpec(dataset=DatasetRef(name="svamp"), teacher=t, level=2, format="cot", prompt_version="p1")
     stats = RunStats()
     recs = asyncio.run(generate_remote(spec, _questions(4), tmp_path, stats=stats))
@@ -59,8 +80,13 @@ def test_tgi_shapes(server: str) -> None:
         plain = await c.text_generation("Tom has 3", max_new_tokens=5)
         assert plain == out.generated_text  # greedy is deterministic
         s = AsyncInferenceClient(model=server + "/generate_stream", token="EMPTY")
-        chunks = [ch async for ch in await s.text_generation("Tom has 3", max_new_tokens=5, stream=True, details=True)]
-        assert chunks[-1].generated_text == out.generated_text and chunks[-1].details.generated_tokens == len(chunks)
+        chunks = [
+            ch
+            async for ch in await s.text_generation("Tom has 3", max_new_tokens=5, stream=True, details=True)
+        ]
+        assert chunks[-1].generated_text == out.generated_text and chunks[-1].details.generated_tokens == len(
+            chunks
+        )
         with pytest.raises(Exception) as e:  # noqa: B017 - huggingface_hub maps TGI's error_type to its own class
             await c.text_generation("x", max_new_tokens=2, temperature=0.0)
         assert type(e.value).__name__ == "ValidationError"
@@ -90,8 +116,11 @@ def test_requests_arriving_together_are_batched(tiny_model: Path) -> None:
 
     async def main():
         async with TestClient(TestServer(make_app(engine))) as client:
+
             async def one(i: int):
-                r = await client.post("/generate", json={"inputs": f"Tom has {i}", "parameters": {"max_new_tokens": 3}})
+                r = await client.post(
+                    "/generate", json={"inputs": f"Tom has {i}", "parameters": {"max_new_tokens": 3}}
+                )
                 assert r.status == 200
                 return (await r.json())["generated_text"]
 

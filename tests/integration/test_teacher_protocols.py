@@ -16,15 +16,15 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from tests.integration.teacher_server import teacher_server, tiny_teacher
+from tests.integration.teacher_server import teacher_server
 
 pytestmark = pytest.mark.integration
 PROMPT = "Tom has 3 apples and buys 2 more. How many?"
 
 
 @pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory) -> Path:
-    return tiny_teacher(tmp_path_factory.mktemp("tiny"))
+def tiny_model(tiny_teacher: Path) -> Path:
+    return tiny_teacher
 
 
 @pytest.fixture(scope="module")
@@ -66,8 +66,12 @@ def test_huggingface_hub_client_limits_and_validation(server: str) -> None:
     assert type(e.value).__name__ == "ValidationError" and "`inputs` tokens must be <=" in str(e.value)
     out = c.text_generation(PROMPT * 200, max_new_tokens=2, truncate=50, details=True)
     assert out.details.generated_tokens <= 2  # truncated from the left, as asked
-    for kwargs, field in (({"top_k": -1, "do_sample": True}, "top_k"), ({"best_of": 2, "do_sample": True}, "best_of"),
-                          ({"top_n_tokens": 50}, "top_n_tokens"), ({"watermark": True}, "watermark")):
+    for kwargs, field in (
+        ({"top_k": -1, "do_sample": True}, "top_k"),
+        ({"best_of": 2, "do_sample": True}, "best_of"),
+        ({"top_n_tokens": 50}, "top_n_tokens"),
+        ({"watermark": True}, "watermark"),
+    ):
         with pytest.raises(Exception) as e:  # noqa: B017
             c.text_generation(PROMPT, max_new_tokens=2, **kwargs)
         assert type(e.value).__name__ == "ValidationError" and f"`{field}`" in str(e.value), (kwargs, e.value)
@@ -78,11 +82,17 @@ def test_huggingface_hub_streams_from_the_root_and_generate_stream(server: str) 
     from huggingface_hub import AsyncInferenceClient, InferenceClient
 
     c = InferenceClient(base_url=server, token="EMPTY")
-    full = c.text_generation(PROMPT, max_new_tokens=6, details=True, decoder_input_details=True, top_n_tokens=2)
+    full = c.text_generation(
+        PROMPT, max_new_tokens=6, details=True, decoder_input_details=True, top_n_tokens=2
+    )
     assert full.details.generated_tokens == len(full.details.tokens) <= 6
-    assert full.details.prefill[0].logprob is None and all(t.logprob is not None for t in full.details.prefill[1:])
+    assert full.details.prefill[0].logprob is None and all(
+        t.logprob is not None for t in full.details.prefill[1:]
+    )
     assert all(len(top) == 2 for top in full.details.top_tokens)
-    chunks = list(c.text_generation(PROMPT, max_new_tokens=6, stream=True, details=True))  # POST / with stream
+    chunks = list(
+        c.text_generation(PROMPT, max_new_tokens=6, stream=True, details=True)
+    )  # POST / with stream
     assert len(chunks) == full.details.generated_tokens
     assert chunks[-1].generated_text == full.generated_text
     assert chunks[-1].details.input_length == len(full.details.prefill)
@@ -90,7 +100,10 @@ def test_huggingface_hub_streams_from_the_root_and_generate_stream(server: str) 
     async def main() -> list:
         a = AsyncInferenceClient(model=server + "/generate_stream", token="EMPTY")
         try:
-            return [ch async for ch in await a.text_generation(PROMPT, max_new_tokens=6, stream=True, details=True)]
+            return [
+                ch
+                async for ch in await a.text_generation(PROMPT, max_new_tokens=6, stream=True, details=True)
+            ]
         finally:
             await a.close()
 
@@ -103,12 +116,19 @@ def test_huggingface_hub_chat_with_parts_and_logprobs(server: str) -> None:
     from huggingface_hub import InferenceClient
 
     c = InferenceClient(base_url=server + "/v1", token="EMPTY")
-    msgs = [{"role": "user", "content": [{"type": "text", "text": "Tom has 3. "}, {"type": "text", "text": "How many?"}]}]
+    msgs = [
+        {
+            "role": "user",
+            "content": [{"type": "text", "text": "Tom has 3. "}, {"type": "text", "text": "How many?"}],
+        }
+    ]
     out = c.chat_completion(msgs, max_tokens=5, logprobs=True, top_logprobs=2)
     as_text = c.chat_completion([{"role": "user", "content": "Tom has 3. How many?"}], max_tokens=5)
     assert out.choices[0].message.content == as_text.choices[0].message.content  # parts are joined
     assert all(len(t.top_logprobs) == 2 for t in out.choices[0].logprobs.content)
-    streamed = "".join(ch.choices[0].delta.content or "" for ch in c.chat_completion(msgs, max_tokens=5, stream=True))
+    streamed = "".join(
+        ch.choices[0].delta.content or "" for ch in c.chat_completion(msgs, max_tokens=5, stream=True)
+    )
     assert streamed == out.choices[0].message.content
 
 
@@ -120,13 +140,17 @@ def test_text_generation_client(server: str) -> None:
     assert out.details.generated_tokens == len(out.details.tokens) and len(out.details.prefill) > 1
     streamed = list(c.generate_stream(PROMPT, max_new_tokens=5))  # POST / with "stream": true
     assert [s.token.id for s in streamed] == [t.id for t in out.details.tokens]
-    assert streamed[-1].generated_text == out.generated_text and streamed[-1].details.generated_tokens == len(streamed)
+    assert streamed[-1].generated_text == out.generated_text and streamed[-1].details.generated_tokens == len(
+        streamed
+    )
     with pytest.raises(tg.errors.ValidationError, match="`inputs` tokens"):
         c.generate(PROMPT, max_new_tokens=100_000)
 
     async def main():
         a = tg.AsyncClient(server, timeout=60)
-        return await a.generate(PROMPT, max_new_tokens=5), [s async for s in a.generate_stream(PROMPT, max_new_tokens=5)]
+        return await a.generate(PROMPT, max_new_tokens=5), [
+            s async for s in a.generate_stream(PROMPT, max_new_tokens=5)
+        ]
 
     aout, astream = asyncio.run(main())
     assert aout.generated_text == out.generated_text and astream[-1].generated_text == out.generated_text
@@ -137,17 +161,30 @@ def test_openai_client(server: str) -> None:
     openai = pytest.importorskip("openai")
     c = openai.OpenAI(base_url=server + "/v1", api_key="EMPTY", max_retries=0)
     model = c.models.list().data[0].id
-    msgs = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": [{"type": "text", "text": PROMPT}]}]
-    chat = c.chat.completions.create(model=model, messages=msgs, max_tokens=5, n=3, temperature=0.9, seed=3,
-                                     logprobs=True, top_logprobs=2)
+    msgs = [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": [{"type": "text", "text": PROMPT}]},
+    ]
+    chat = c.chat.completions.create(
+        model=model, messages=msgs, max_tokens=5, n=3, temperature=0.9, seed=3, logprobs=True, top_logprobs=2
+    )
     assert [ch.index for ch in chat.choices] == [0, 1, 2] and chat.usage.completion_tokens >= 3
-    assert all(lp.logprob <= 0 and len(lp.top_logprobs) == 2 for ch in chat.choices for lp in ch.logprobs.content)
+    assert all(
+        lp.logprob <= 0 and len(lp.top_logprobs) == 2 for ch in chat.choices for lp in ch.logprobs.content
+    )
     again = c.chat.completions.create(model=model, messages=msgs, max_tokens=5, n=3, temperature=0.9, seed=3)
-    assert [ch.message.content for ch in again.choices] == [ch.message.content for ch in chat.choices]  # seeded
-    comp = c.completions.create(model=model, prompt=[PROMPT, "Ann has 2"], max_tokens=4, logprobs=2, echo=True)
+    assert [ch.message.content for ch in again.choices] == [
+        ch.message.content for ch in chat.choices
+    ]  # seeded
+    comp = c.completions.create(
+        model=model, prompt=[PROMPT, "Ann has 2"], max_tokens=4, logprobs=2, echo=True
+    )
     assert len(comp.choices) == 2 and comp.choices[1].text.startswith("Ann has 2")
     assert all(len(top) == 2 for ch in comp.choices for top in ch.logprobs.top_logprobs)
-    pieces = [ch.choices[0].text for ch in c.completions.create(model=model, prompt=PROMPT, max_tokens=4, stream=True)]
+    pieces = [
+        ch.choices[0].text
+        for ch in c.completions.create(model=model, prompt=PROMPT, max_tokens=4, stream=True)
+    ]
     greedy = c.completions.create(model=model, prompt=PROMPT, max_tokens=4)
     assert "".join(pieces) == greedy.choices[0].text
     bad = (
@@ -176,15 +213,28 @@ def test_bad_requests_get_their_own_422_while_the_batch_goes_on(server: str) -> 
     async def main():
         async with aiohttp.ClientSession() as s:
             chat = _post(s, server + "/v1/chat/completions", {"messages": [], "max_tokens": 3})
-            calls = [_post(s, server + "/generate", bad.get(i, {"inputs": f"{PROMPT} {i}", "parameters": {"max_new_tokens": 3}}))
-                     for i in range(10)]
+            calls = [
+                _post(
+                    s,
+                    server + "/generate",
+                    bad.get(i, {"inputs": f"{PROMPT} {i}", "parameters": {"max_new_tokens": 3}}),
+                )
+                for i in range(10)
+            ]
             return await asyncio.gather(chat, *calls)
 
     (chat_status, chat_body), *answers = asyncio.run(main())
-    assert chat_status == 422 and "`messages`" in chat_body["error"]["message"] and chat_body["error_type"] == "validation"
+    assert (
+        chat_status == 422
+        and "`messages`" in chat_body["error"]["message"]
+        and chat_body["error_type"] == "validation"
+    )
     for i, (status, body) in enumerate(answers):
         if i in bad:
-            assert status == 422 and body["error_type"] == "validation" and fields[i] in body["error"], (i, body)
+            assert status == 422 and body["error_type"] == "validation" and fields[i] in body["error"], (
+                i,
+                body,
+            )
         else:
             assert status == 200 and isinstance(body["generated_text"], str), (i, body)
 
@@ -192,8 +242,13 @@ def test_bad_requests_get_their_own_422_while_the_batch_goes_on(server: str) -> 
 def test_twenty_concurrent_clients_all_get_an_answer_or_a_422(server: str) -> None:
     """14 good requests, 5 bad ones and 1 with an enormous max_new_tokens; each answered within a generous bound."""
     good = [{"inputs": f"{PROMPT} {i}", "parameters": {"max_new_tokens": 8}} for i in range(14)]
-    bad = ['{"inputs": "\\ud800"}', {"inputs": ""}, {"inputs": "x", "parameters": {"top_p": 1.5}},
-           {"inputs": "x", "parameters": {"max_new_tokens": 0}}, "not json"]
+    bad = [
+        '{"inputs": "\\ud800"}',
+        {"inputs": ""},
+        {"inputs": "x", "parameters": {"top_p": 1.5}},
+        {"inputs": "x", "parameters": {"max_new_tokens": 0}},
+        "not json",
+    ]
     huge = {"inputs": PROMPT, "parameters": {"max_new_tokens": 10**12}}
     bodies = good + bad + [huge]
 
@@ -233,9 +288,12 @@ def test_a_disconnected_client_is_cancelled(tiny_model: Path) -> None:
 
 def test_sigterm_stops_the_server_mid_generation(tiny_model: Path) -> None:
     with teacher_server(tiny_model) as (url, proc):
+
         async def main():
             async with aiohttp.ClientSession() as s:
-                async with s.post(url + "/generate_stream", json={"inputs": "a", "parameters": {"max_new_tokens": 1000}}) as r:
+                async with s.post(
+                    url + "/generate_stream", json={"inputs": "a", "parameters": {"max_new_tokens": 1000}}
+                ) as r:
                     await r.content.readline()
                     proc.send_signal(signal.SIGTERM)
                     try:
