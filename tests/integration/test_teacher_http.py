@@ -11,18 +11,6 @@ import pytest
 from services.generator.teachers.remote import RunStats, generate_remote
 from shared.datasets.base import TaskType, make_question
 from shared.specs import CotSetSpec, DatasetRef, TeacherSpec
-from tests.integration.teacher_server import teacher_server
-
-
-@pytest.fixture(scope="module")
-def tiny_model(tiny_teacher: Path) -> Path:
-    return tiny_teacher
-
-
-@pytest.fixture(scope="module")
-def server(tiny_model: Path):
-    with teacher_server(tiny_model, "--batch-wait-ms", "20") as (url, _proc):
-        yield url
 
 
 def _questions(n: int) -> list:
@@ -44,15 +32,15 @@ def _questions(n: int) -> list:
     ],
 )
 def test_clients_over_http(
-    server: str, tiny_model: Path, tmp_path: Path, monkeypatch, kind, route, suffix, key_env
+    teacher_url: str, tiny_teacher: Path, tmp_path: Path, monkeypatch, kind, route, suffix, key_env
 ) -> None:
     monkeypatch.setenv("COTD_TEST_TEACHER_KEY", "sk-test")
     t = TeacherSpec(
         name=f"{kind}-{route}",
         kind=kind,
         route=route,
-        model=str(tiny_model),
-        base_url=server + suffix,
+        model=str(tiny_teacher),
+        base_url=teacher_url + suffix,
         api_key_env=key_env,
         max_new_tokens=8,
         temperature=1.0,
@@ -68,18 +56,18 @@ def test_clients_over_http(
     assert any(r.rationale and r.rationale.strip() for r in recs)
 
 
-def test_tgi_shapes(server: str) -> None:
+def test_tgi_shapes(teacher_url: str) -> None:
     from huggingface_hub import AsyncInferenceClient
     from huggingface_hub.errors import HfHubHTTPError
 
     async def main():
-        c = AsyncInferenceClient(model=server + "/generate", token="EMPTY")
+        c = AsyncInferenceClient(model=teacher_url + "/generate", token="EMPTY")
         out = await c.text_generation("Tom has 3", details=True, max_new_tokens=5, do_sample=False)
         assert out.details.generated_tokens == len(out.details.tokens) <= 5
         assert out.details.finish_reason in ("length", "eos_token")
         plain = await c.text_generation("Tom has 3", max_new_tokens=5)
         assert plain == out.generated_text  # greedy is deterministic
-        s = AsyncInferenceClient(model=server + "/generate_stream", token="EMPTY")
+        s = AsyncInferenceClient(model=teacher_url + "/generate_stream", token="EMPTY")
         chunks = [
             ch
             async for ch in await s.text_generation("Tom has 3", max_new_tokens=5, stream=True, details=True)
@@ -91,7 +79,7 @@ def test_tgi_shapes(server: str) -> None:
             await c.text_generation("x", max_new_tokens=2, temperature=0.0)
         assert type(e.value).__name__ == "ValidationError"
         assert isinstance(e.value.__cause__, HfHubHTTPError) and e.value.__cause__.response.status_code == 422
-        chat = AsyncInferenceClient(base_url=server + "/v1", token="EMPTY")
+        chat = AsyncInferenceClient(base_url=teacher_url + "/v1", token="EMPTY")
         stream = await chat.chat_completion([{"role": "user", "content": "hi"}], max_tokens=4, stream=True)
         pieces = [ch.choices[0].delta.content async for ch in stream]
         assert len(pieces) >= 1
@@ -102,17 +90,17 @@ def test_tgi_shapes(server: str) -> None:
     asyncio.run(main())
     import json
 
-    with urllib.request.urlopen(server + "/info") as r:
+    with urllib.request.urlopen(teacher_url + "/info") as r:
         info = json.loads(r.read())
     assert info["model_pipeline_tag"] == "text-generation" and "max_input_tokens" in info
 
 
-def test_requests_arriving_together_are_batched(tiny_model: Path) -> None:
+def test_requests_arriving_together_are_batched(tiny_teacher: Path) -> None:
     from aiohttp.test_utils import TestClient, TestServer
 
     from services.generator.server import ServeConfig, make_app, make_engine
 
-    engine = make_engine(ServeConfig(model=str(tiny_model), threads=1, batch_wait_ms=30, max_batch=8))
+    engine = make_engine(ServeConfig(model=str(tiny_teacher), threads=1, batch_wait_ms=30, max_batch=8))
 
     async def main():
         async with TestClient(TestServer(make_app(engine))) as client:

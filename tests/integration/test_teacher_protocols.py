@@ -22,17 +22,6 @@ pytestmark = pytest.mark.integration
 PROMPT = "Tom has 3 apples and buys 2 more. How many?"
 
 
-@pytest.fixture(scope="module")
-def tiny_model(tiny_teacher: Path) -> Path:
-    return tiny_teacher
-
-
-@pytest.fixture(scope="module")
-def server(tiny_model: Path):
-    with teacher_server(tiny_model, "--batch-wait-ms", "20") as (url, _proc):
-        yield url
-
-
 def _info(url: str) -> dict:
     with urllib.request.urlopen(url + "/info", timeout=10) as r:  # noqa: S310 - loopback
         return json.loads(r.read())
@@ -45,19 +34,19 @@ async def _post(session: aiohttp.ClientSession, url: str, body: str | dict) -> t
 
 
 # ------------------------------------------------------------------------------------------- limits
-def test_info_reports_the_models_real_limits(server: str, tiny_model: Path) -> None:
-    positions = json.loads((tiny_model / "config.json").read_text())["max_position_embeddings"]
-    info = _info(server)
+def test_info_reports_the_models_real_limits(teacher_url: str, tiny_teacher: Path) -> None:
+    positions = json.loads((tiny_teacher / "config.json").read_text())["max_position_embeddings"]
+    info = _info(teacher_url)
     assert info["max_total_tokens"] == positions == info["max_position_embeddings"]
     assert info["max_input_tokens"] == positions - 1
     assert info["max_best_of"] == 1 and info["max_stop_sequences"] == 4
 
 
-def test_huggingface_hub_client_limits_and_validation(server: str) -> None:
+def test_huggingface_hub_client_limits_and_validation(teacher_url: str) -> None:
     from huggingface_hub import InferenceClient
 
-    c = InferenceClient(base_url=server, token="EMPTY")
-    limit = _info(server)["max_total_tokens"]
+    c = InferenceClient(base_url=teacher_url, token="EMPTY")
+    limit = _info(teacher_url)["max_total_tokens"]
     with pytest.raises(Exception) as e:  # noqa: B017 - huggingface_hub maps TGI's error_type to its class
         c.text_generation(PROMPT, max_new_tokens=1_000_000_000)
     assert type(e.value).__name__ == "ValidationError" and f"must be <= {limit}" in str(e.value)
@@ -78,10 +67,10 @@ def test_huggingface_hub_client_limits_and_validation(server: str) -> None:
 
 
 # --------------------------------------------------------------------------------- huggingface_hub
-def test_huggingface_hub_streams_from_the_root_and_generate_stream(server: str) -> None:
+def test_huggingface_hub_streams_from_the_root_and_generate_stream(teacher_url: str) -> None:
     from huggingface_hub import AsyncInferenceClient, InferenceClient
 
-    c = InferenceClient(base_url=server, token="EMPTY")
+    c = InferenceClient(base_url=teacher_url, token="EMPTY")
     full = c.text_generation(
         PROMPT, max_new_tokens=6, details=True, decoder_input_details=True, top_n_tokens=2
     )
@@ -98,7 +87,7 @@ def test_huggingface_hub_streams_from_the_root_and_generate_stream(server: str) 
     assert chunks[-1].details.input_length == len(full.details.prefill)
 
     async def main() -> list:
-        a = AsyncInferenceClient(model=server + "/generate_stream", token="EMPTY")
+        a = AsyncInferenceClient(model=teacher_url + "/generate_stream", token="EMPTY")
         try:
             return [
                 ch
@@ -112,10 +101,10 @@ def test_huggingface_hub_streams_from_the_root_and_generate_stream(server: str) 
     assert achunks[-1].details.input_length == chunks[-1].details.input_length > 0
 
 
-def test_huggingface_hub_chat_with_parts_and_logprobs(server: str) -> None:
+def test_huggingface_hub_chat_with_parts_and_logprobs(teacher_url: str) -> None:
     from huggingface_hub import InferenceClient
 
-    c = InferenceClient(base_url=server + "/v1", token="EMPTY")
+    c = InferenceClient(base_url=teacher_url + "/v1", token="EMPTY")
     msgs = [
         {
             "role": "user",
@@ -133,9 +122,9 @@ def test_huggingface_hub_chat_with_parts_and_logprobs(server: str) -> None:
 
 
 # ---------------------------------------------------------------------------------- text-generation
-def test_text_generation_client(server: str) -> None:
+def test_text_generation_client(teacher_url: str) -> None:
     tg = pytest.importorskip("text_generation", reason="text-generation is installed by .ci/run (--no-deps)")
-    c = tg.Client(server, timeout=60)
+    c = tg.Client(teacher_url, timeout=60)
     out = c.generate(PROMPT, max_new_tokens=5, decoder_input_details=True, top_n_tokens=1)
     assert out.details.generated_tokens == len(out.details.tokens) and len(out.details.prefill) > 1
     streamed = list(c.generate_stream(PROMPT, max_new_tokens=5))  # POST / with "stream": true
@@ -147,7 +136,7 @@ def test_text_generation_client(server: str) -> None:
         c.generate(PROMPT, max_new_tokens=100_000)
 
     async def main():
-        a = tg.AsyncClient(server, timeout=60)
+        a = tg.AsyncClient(teacher_url, timeout=60)
         return await a.generate(PROMPT, max_new_tokens=5), [
             s async for s in a.generate_stream(PROMPT, max_new_tokens=5)
         ]
@@ -157,9 +146,9 @@ def test_text_generation_client(server: str) -> None:
 
 
 # --------------------------------------------------------------------------------------------- openai
-def test_openai_client(server: str) -> None:
+def test_openai_client(teacher_url: str) -> None:
     openai = pytest.importorskip("openai")
-    c = openai.OpenAI(base_url=server + "/v1", api_key="EMPTY", max_retries=0)
+    c = openai.OpenAI(base_url=teacher_url + "/v1", api_key="EMPTY", max_retries=0)
     model = c.models.list().data[0].id
     msgs = [
         {"role": "system", "content": "Be brief."},
@@ -201,7 +190,7 @@ def test_openai_client(server: str) -> None:
 
 
 # ------------------------------------------------------------------------------- isolation, load
-def test_bad_requests_get_their_own_422_while_the_batch_goes_on(server: str) -> None:
+def test_bad_requests_get_their_own_422_while_the_batch_goes_on(teacher_url: str) -> None:
     bad = {
         2: '{"inputs": "\\ud800", "parameters": {"max_new_tokens": 3}}',
         4: {"inputs": "", "parameters": {"max_new_tokens": 3}},
@@ -212,11 +201,11 @@ def test_bad_requests_get_their_own_422_while_the_batch_goes_on(server: str) -> 
 
     async def main():
         async with aiohttp.ClientSession() as s:
-            chat = _post(s, server + "/v1/chat/completions", {"messages": [], "max_tokens": 3})
+            chat = _post(s, teacher_url + "/v1/chat/completions", {"messages": [], "max_tokens": 3})
             calls = [
                 _post(
                     s,
-                    server + "/generate",
+                    teacher_url + "/generate",
                     bad.get(i, {"inputs": f"{PROMPT} {i}", "parameters": {"max_new_tokens": 3}}),
                 )
                 for i in range(10)
@@ -239,7 +228,7 @@ def test_bad_requests_get_their_own_422_while_the_batch_goes_on(server: str) -> 
             assert status == 200 and isinstance(body["generated_text"], str), (i, body)
 
 
-def test_twenty_concurrent_clients_all_get_an_answer_or_a_422(server: str) -> None:
+def test_twenty_concurrent_clients_all_get_an_answer_or_a_422(teacher_url: str) -> None:
     """14 good requests, 5 bad ones and 1 with an enormous max_new_tokens; each answered within a generous bound."""
     good = [{"inputs": f"{PROMPT} {i}", "parameters": {"max_new_tokens": 8}} for i in range(14)]
     bad = [
@@ -255,19 +244,19 @@ def test_twenty_concurrent_clients_all_get_an_answer_or_a_422(server: str) -> No
     async def main():
         timeout = aiohttp.ClientTimeout(total=120)  # a bound per request, not a timing assertion
         async with aiohttp.ClientSession(timeout=timeout) as s:
-            return await asyncio.gather(*(_post(s, server + "/generate", b) for b in bodies))
+            return await asyncio.gather(*(_post(s, teacher_url + "/generate", b) for b in bodies))
 
     answers = asyncio.run(main())
     assert [st for st, _ in answers] == [200] * 14 + [422] * 6
     assert all("error" in body and "error_type" in body for _, body in answers[14:])
 
 
-def test_a_disconnected_client_is_cancelled(tiny_model: Path) -> None:
+def test_a_disconnected_client_is_cancelled(tiny_teacher: Path) -> None:
     from aiohttp.test_utils import TestServer
 
     from services.generator.server import ServeConfig, make_app, make_engine
 
-    engine = make_engine(ServeConfig(model=str(tiny_model), threads=1, batch_wait_ms=1))
+    engine = make_engine(ServeConfig(model=str(tiny_teacher), threads=1, batch_wait_ms=1))
 
     async def main():
         async with TestServer(make_app(engine)) as srv, aiohttp.ClientSession() as s:
@@ -286,8 +275,8 @@ def test_a_disconnected_client_is_cancelled(tiny_model: Path) -> None:
     assert cancelled == 1 and inflight == 0
 
 
-def test_sigterm_stops_the_server_mid_generation(tiny_model: Path) -> None:
-    with teacher_server(tiny_model) as (url, proc):
+def test_sigterm_stops_the_server_mid_generation(tiny_teacher: Path) -> None:
+    with teacher_server(tiny_teacher) as (url, proc):
 
         async def main():
             async with aiohttp.ClientSession() as s:
