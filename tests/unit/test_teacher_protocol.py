@@ -145,3 +145,14 @@ def test_content_parts_are_joined_and_developer_is_system() -> None:
         {"role": "user", "content": "ab"},
     ]
     assert oa.sampling(oa.parse(oa.CompletionRequest, {"prompt": "x", "temperature": 0})).do_sample is False
+
+
+def test_serve_refuses_bad_options_in_one_line() -> None:
+    from click.testing import CliRunner
+
+    from shared.cli import cli
+
+    result = CliRunner().invoke(cli, ["teacher", "serve", "--model", "unused", "--max-batch", "0"])
+    assert (
+        result.exit_code != 0 and "--max-batch: Input should be greater than or equal to 1" in result.output
+    )
