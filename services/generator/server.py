@@ -217,6 +217,7 @@ def make_app(engine: Engine) -> web.Application:
             req.truncate,
             limits,
             "max_completion_tokens" if req.max_completion_tokens else "max_tokens",
+            "messages",
         )
         jobs = [_job_n(ids, max_new, s, stop, req.top_logprobs or 0, k) for k in range(req.n)]
         cid, created = oa.new_id("chatcmpl")
@@ -254,7 +255,9 @@ def make_app(engine: Engine) -> web.Application:
             raise invalid("`stream` supports one prompt without `echo`")
         jobs, lengths = [], []
         for p in prompts:
-            ids, max_new = oa.fit(engine.encode(p), req.max_tokens, req.truncate, limits, "max_tokens")
+            ids, max_new = oa.fit(
+                engine.encode(p), req.max_tokens, req.truncate, limits, "max_tokens", "prompt"
+            )
             lengths.append(len(ids))
             jobs += [_job_n(ids, max_new, s, stop, req.logprobs or 0, k) for k in range(req.n)]
         cid, created = oa.new_id("cmpl")

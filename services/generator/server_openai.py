@@ -188,15 +188,16 @@ def completion_prompts(req: CompletionRequest) -> list[str]:
 
 
 def fit(
-    ids: list[int], requested: int | None, truncate: int | None, limits: Limits, field: str
+    ids: list[int], requested: int | None, truncate: int | None, limits: Limits, field: str, source: str
 ) -> tuple[list[int], int]:
-    """Prompt ids within limits and the tokens to generate (OpenAI: the room left when not given)."""
+    """Prompt ids within limits and the tokens to generate (OpenAI: the room left when not given).
+
+    `field` names the token budget (``max_tokens``...), `source` what the prompt came from in the request.
+    """
     try:
         ids = fit_prompt(ids, truncate, limits)
     except RequestError as exc:
-        raise RequestError(
-            str(exc).replace("`inputs`", "`prompt`" if field == "max_tokens" else "`messages`")
-        ) from None
+        raise RequestError(str(exc).replace("`inputs`", f"`{source}`")) from None
     if requested is None:
         requested = limits.max_total_tokens - len(ids)
     return ids, new_tokens(requested, len(ids), limits, field)

@@ -183,6 +183,7 @@ def test_openai_client(teacher_url: str) -> None:
         ({"messages": []}, "`messages`"),
         ({"n": 100}, "`n`"),
         ({"max_tokens": 100_000}, "`max_tokens`"),
+        ({"messages": [{"role": "user", "content": PROMPT * 200}]}, "`messages` tokens must be <= 1023"),
     )
     for kwargs, message in bad:
         with pytest.raises(openai.UnprocessableEntityError, match=message):

@@ -156,3 +156,11 @@ def test_serve_refuses_bad_options_in_one_line() -> None:
     assert (
         result.exit_code != 0 and "--max-batch: Input should be greater than or equal to 1" in result.output
     )
+
+
+def test_openai_limits_name_the_prompts_source() -> None:
+    with pytest.raises(RequestError, match="`messages` tokens must be <= 1023"):
+        oa.fit(list(range(2000)), 5, None, LIMITS, "max_tokens", "messages")
+    with pytest.raises(RequestError, match="`prompt` tokens"):
+        oa.fit(list(range(2000)), 5, None, LIMITS, "max_tokens", "prompt")
+    assert oa.fit(list(range(10)), None, None, LIMITS, "max_tokens", "prompt") == (list(range(10)), 1014)
