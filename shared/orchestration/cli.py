@@ -46,6 +46,7 @@ def status_doc(gs) -> dict:
         "status": meta.get("status"),
         "created_at": float(meta.get("created_at", 0)),
         "finished_at": float(meta["finished_at"]) if meta.get("finished_at") else None,
+        **({"reason": meta["reason"]} if meta.get("reason") else {}),
         "counts": gs.counts(),
         "stages": gs.stage_counts(),
         "cells": cells,
@@ -87,7 +88,8 @@ def status_cmd(grid_id: str, as_json: bool) -> None:
         click.echo(json.dumps(doc, indent=2))
         return
     c = doc["counts"]
-    click.echo(f"grid {doc['grid_id']} ({doc['name']}): {doc['status']}")
+    reason = f" ({doc['reason']})" if "reason" in doc else ""
+    click.echo(f"grid {doc['grid_id']} ({doc['name']}): {doc['status']}{reason}")
     click.echo("cells: " + ", ".join(f"{k} {v}" for k, v in c.items() if v))
     for stage in ("generate", "train", "evaluate"):
         st = doc["stages"].get(stage, {})
@@ -123,7 +125,10 @@ def wait_cmd(grid_id: str, timeout: float | None, interval: float) -> None:
             sys.exit(2)
         time.sleep(interval)
     if status != "done":
-        for cell in status_doc(gs)["cells"]:
+        doc = status_doc(gs)
+        if "reason" in doc:
+            click.echo(f"  {doc['reason']}", err=True)
+        for cell in doc["cells"]:
             if cell["state"] in ("failed", "cancelled"):
                 reason = f": {cell['reason']}" if "reason" in cell else ""
                 click.echo(f"  {cell['state']} {cell['label']}{reason}", err=True)

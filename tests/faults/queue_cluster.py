@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import http.client
 import subprocess
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import yaml
@@ -87,23 +90,85 @@ class QueueCluster:
             w.stop()
 
 
+ACCESS_DENIED = (
+    b'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>AccessDenied</Code><Message>Access Denied</Message>'
+    b"<Resource>%s</Resource><RequestId>cotd-test</RequestId></Error>"
+)
+
+
+class S3Gate:
+    """A loopback HTTP proxy in front of the S3 server that can refuse some writes, as S3 does (403 XML)."""
+
+    def __init__(self, upstream: str) -> None:
+        self.refused: list[str] = []
+        """PUTs whose path contains one of these are answered AccessDenied."""
+        host, port = upstream.split(":")
+        gate = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args) -> None:  # quiet
+                pass
+
+            def _forward(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                if self.command == "PUT" and any(p in self.path for p in gate.refused):
+                    page = ACCESS_DENIED % self.path.encode()
+                    self.send_response(403)
+                    self.send_header("Content-Type", "application/xml")
+                    self.send_header("Content-Length", str(len(page)))
+                    self.end_headers()
+                    self.wfile.write(page)
+                    return
+                conn = http.client.HTTPConnection(host, int(port), timeout=60)
+                conn.request(self.command, self.path, body=body, headers=dict(self.headers))
+                resp = conn.getresponse()
+                data = resp.read()
+                head = self.command == "HEAD"  # its Content-Length is the object's
+                self.send_response(resp.status)
+                for k, v in resp.getheaders():
+                    if k.lower() not in ("transfer-encoding", "connection") and (head or k.lower() != "content-length"):
+                        self.send_header(k, v)
+                if not head:
+                    self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+                conn.close()
+
+            do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = _forward
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.endpoint = f"127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
 @contextmanager
-def queue_cluster(db: int, bucket: str, **env: str) -> Iterator[QueueCluster]:
-    """A cluster on Redis db `db` (flushed) and a fresh moto server; stops every worker it started."""
+def queue_cluster(db: int, bucket: str, gate: bool = False, **env: str) -> Iterator[QueueCluster]:
+    """A cluster on Redis db `db` (flushed) and a fresh moto server (behind an `S3Gate` if `gate`)."""
     url = redis_db(db)
     with scratch_dir(f"cotd-{bucket}-") as root, moto_server(root) as endpoint:
-        c = QueueCluster(root, url, endpoint, bucket, **env)
+        g = S3Gate(endpoint) if gate else None
+        c = QueueCluster(root, url, g.endpoint if g else endpoint, bucket, **env)
+        c.gate = g
         try:
             yield c
         finally:
             c.stop()
+            if g:
+                g.close()
 
 
-def noop_grid(name: str, seeds: int = 1, students: int = 1) -> dict:
-    """A grid for `COTD_STAGE_MODE=noop` workers: procedural teacher, tiny students."""
+def noop_grid(name: str, seeds: int = 1, students: int = 1, first_seed: int = 1, train_size: int = 8) -> dict:
+    """A grid for `COTD_STAGE_MODE=noop` workers: procedural teacher, tiny students.
+
+    Other seeds make other checkpoints; another `train_size` makes another CoT set too.
+    """
     return {
         "name": name,
-        "datasets": [{"name": "arith", "train_size": 8, "test_size": 4}],
+        "datasets": [{"name": "arith", "train_size": train_size, "test_size": 4}],
         "teachers": [{"name": "proc", "kind": "procedural"}],
         "levels": [1],
         "students": [
@@ -112,5 +177,5 @@ def noop_grid(name: str, seeds: int = 1, students: int = 1) -> dict:
         ],
         "training": {"max_steps": 2, "micro_batch_size": 2, "global_batch_size": 2, "from_scratch": True},
         "evaluation": {"test_size": 4, "max_new_tokens": 8, "batch_size": 4},
-        "seeds": list(range(1, seeds + 1)),
+        "seeds": list(range(first_seed, first_seed + seeds)),
     }

@@ -66,7 +66,7 @@ def _assert_built_once(cluster, gs) -> None:
 def test_killed_trainer_is_requeued_and_completes(cluster):
     from services.trainer.loop import resume_step
 
-    res = cluster.submit(tiny_grid("requeue-kill", None, [3], 1, 5, max_steps=200))
+    res = cluster.submit(tiny_grid("requeue-kill", None, [3], 1, 5, max_steps=40))
     gs = cluster.state(res.grid_id)
     aid = _train_aid(gs)
     key = aid.split(":", 1)[1]
@@ -87,13 +87,13 @@ def test_killed_trainer_is_requeued_and_completes(cluster):
     assert f"grid={res.grid_id} artifact={aid}: lease lapsed" in logs
     m = cluster.ctx.store.manifest("checkpoints", key)
     assert m["train"]["resumed_from"] >= 5  # it went on from the dead worker's scratch state
-    assert m["train"]["steps"] == 200
+    assert m["train"]["steps"] == 40
     _assert_built_once(cluster, gs)
     victim.start()  # the other tests have two trainers
 
 
 def test_healthy_long_task_is_not_sent_twice(cluster):
-    res = cluster.submit(tiny_grid("requeue-healthy", None, [2], 1, 7, max_steps=150))
+    res = cluster.submit(tiny_grid("requeue-healthy", None, [2], 1, 7, max_steps=40))
     gs = cluster.state(res.grid_id)
     aid = _train_aid(gs)
     key = aid.split(":", 1)[1]
