@@ -554,8 +554,12 @@ def main(argv: list[str] | None = None) -> int:
     import argparse
 
     ap = argparse.ArgumentParser(prog="python -m shared.metrics", description=main.__doc__)
-    ap.add_argument("--check", nargs="?", const="", metavar="URL", help="probe URL (default: this container's /metrics)")
-    ap.add_argument("--port", type=int, default=None, help="without URL: the port to probe on the own address")
+    ap.add_argument(
+        "--check", nargs="?", const="", metavar="URL", help="probe URL (default: this container's /metrics)"
+    )
+    ap.add_argument(
+        "--port", type=int, default=None, help="without URL: the port to probe on the own address"
+    )
     ap.add_argument("--path", default="/metrics", help="without URL: the path to probe")
     args = ap.parse_args(argv)
     if args.check is None:

@@ -142,7 +142,8 @@ def test_healthcheck_probes_the_own_address_not_loopback(addr: str) -> None:
         expected = 0 if addr == "0.0.0.0" else 1
         assert m.main(["--check", "--port", port]) == expected
         assert m.main(["--check", "--port", port, "--path", "/metrics"]) == expected
-        assert m.main(["--check", f"http://127.0.0.1:{port}/metrics"]) == 0  # an explicit URL is probed as given
+        # an explicit URL is probed as given
+        assert m.main(["--check", f"http://127.0.0.1:{port}/metrics"]) == 0
     finally:
         server.shutdown()
         server.server_close()

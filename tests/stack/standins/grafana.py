@@ -18,7 +18,11 @@ DASHBOARDS = Path("/var/lib/grafana/dashboards")
 def uids(node) -> set:
     """Every datasource uid a dashboard refers to."""
     if isinstance(node, dict):
-        found = {node["datasource"]["uid"]} if isinstance(node.get("datasource"), dict) and "uid" in node["datasource"] else set()
+        found = (
+            {node["datasource"]["uid"]}
+            if isinstance(node.get("datasource"), dict) and "uid" in node["datasource"]
+            else set()
+        )
         return found.union(*(uids(v) for v in node.values()))
     if isinstance(node, list):
         return set().union(*(uids(v) for v in node))
@@ -44,7 +48,9 @@ def check() -> None:
 class Health(BaseHTTPRequestHandler):
     def do_GET(self) -> None:  # noqa: N802 - http.server's name
         ok = self.path == "/api/health"
-        body = json.dumps({"database": "ok", "version": "stand-in"} if ok else {"message": "Not found"}).encode()
+        body = json.dumps(
+            {"database": "ok", "version": "stand-in"} if ok else {"message": "Not found"}
+        ).encode()
         self.send_response(200 if ok else 404)
         self.send_header("Content-Type", "application/json")
         self.end_headers()

@@ -17,13 +17,18 @@ ALIASES = Path.home() / ".mc-standin.json"
 
 
 def aliases() -> dict:
-    return json.loads(ALIASES.read_text()) if ALIASES.exists() else {"local": {"url": "http://127.0.0.1:9000"}}
+    return (
+        json.loads(ALIASES.read_text()) if ALIASES.exists() else {"local": {"url": "http://127.0.0.1:9000"}}
+    )
 
 
 def client(name: str):
     a = aliases()[name]
     return boto3.client(
-        "s3", endpoint_url=a["url"], aws_access_key_id=a.get("user", "x"), aws_secret_access_key=a.get("pass", "x"),
+        "s3",
+        endpoint_url=a["url"],
+        aws_access_key_id=a.get("user", "x"),
+        aws_secret_access_key=a.get("pass", "x"),
         region_name="us-east-1",
     )
 
