@@ -241,11 +241,13 @@ def check_images(images: list[str]) -> None:
         v for k, v in ENV.items() if any(w in k for w in ("KEY", "SECRET", "PASSWORD")) and len(v) >= 8
     ]
     probe = (
-        "import glob, importlib.util, os, shutil, sys, torch\n"
-        "bad = [p for p in ('/opt/cotd', '/src', '/home/cotd/.env') if os.path.exists(p)]\n"
-        "bad += glob.glob('/opt/venv/lib/python3*/site-packages/tests') + glob.glob('/opt/venv/**/pyproject.toml', recursive=True)\n"
-        "bad += [t for t in ('pip', 'gcc', 'cc', 'g++', 'make') if shutil.which(t)]\n"
-        "bad += ['pip module'] if importlib.util.find_spec('pip') else []\n"
+        "import glob, importlib.util as u, os, shutil, sys, torch\n"
+        "bad = [p for p in ('/opt/cotd', '/src', '/.git', '/opt/venv/.git') if os.path.exists(p)]\n"
+        "bad += [m for m in ('tests.integration', 'tests.stack', 'bench') if u.find_spec(m.split('.')[0]) and u.find_spec(m)]\n"
+        "bad += sorted(set(os.listdir('/home/cotd')) - {'.cache'})\n"
+        "bad += glob.glob('/opt/**/.env', recursive=True) + glob.glob('/home/**/.env', recursive=True)\n"
+        "bad += [t for t in ('pip', 'pip3', 'gcc', 'cc', 'g++', 'make') if shutil.which(t)]\n"
+        "bad += ['pip module'] if u.find_spec('pip') else []\n"
         "bad += glob.glob('/opt/venv/lib/python3*/site-packages/nvidia*') if torch.version.cuda is None else []\n"
         "print(os.getuid(), torch.__version__, torch.version.cuda, bad)\n"
         "sys.exit(1 if bad or os.getuid() == 0 else 0)\n"
