@@ -25,12 +25,17 @@ RUN pip install --no-cache-dir --index-url "${TORCH_INDEX_URL}" "torch==${TORCH_
     && python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']))" > /tmp/requirements.txt \
     && pip install --no-cache-dir -c Dockerfiles/constraints.txt -r /tmp/requirements.txt
 
-# Then the project itself (only the packages: never `COPY . .`), and pip leaves the environment.
+# Then the project itself (only the packages: never `COPY . .`). Then out go pip, the packages' test
+# suites, PyTorch's C++ headers, test binaries and protoc (for building extensions, never run here).
 COPY shared/ shared/
 COPY services/ services/
 RUN pip install --no-cache-dir -c Dockerfiles/constraints.txt . \
-    && python -c "import shared.metrics, services.trainer.loop" \
-    && pip uninstall --no-cache-dir -q -y pip setuptools wheel
+    && pip uninstall --no-cache-dir -q -y pip setuptools wheel \
+    && cd /opt/venv/lib/python3.*/site-packages \
+    && find . -depth -type d -name tests -exec rm -rf {} + \
+    && rm -rf torch/include torch/share torch/test torch/bin/*Test torch/bin/test_* torch/bin/protoc* \
+              torch/lib/libjitbackend_test.so torch/lib/libtorchbind_test.so \
+    && python -c "import shared.metrics, services.trainer.loop, services.evaluator.evaluate, services.generator.server"
 
 FROM ${BASE_IMAGE}
 ENV PYTHONDONTWRITEBYTECODE=1 \

@@ -50,6 +50,8 @@ dockerd_pid=""
 WORK=$(mktemp -d /tmp/cotd-stack-XXXXXX)
 chmod 0755 "$WORK"
 
+# iptables-save's rules and chains, without comments, counters, and built-in chains at ACCEPT
+rules() { sed 's/ \[[0-9]*:[0-9]*\]$//' | grep -E '^(-A |:)' | grep -v -E '^:(INPUT|FORWARD|OUTPUT|PREROUTING|POSTROUTING) ACCEPT$' || true; }
 cleanup() {
   local rc=$?
   set +e
@@ -61,7 +63,14 @@ cleanup() {
     kill "$dockerd_pid" 2>/dev/null
     for _ in $(seq 60); do kill -0 "$dockerd_pid" 2>/dev/null || break; sleep 0.5; done
     kill -0 "$dockerd_pid" 2>/dev/null && kill -9 "$dockerd_pid"
+    # dockerd added chains to the filter and nat tables: empty them, then load the saved rules
+    for t in filter nat; do iptables -t "$t" -F; iptables -t "$t" -X; done
+    for c in INPUT FORWARD OUTPUT; do iptables -P "$c" ACCEPT; done
     iptables-restore <"$RUN/iptables.before"
+    if ! diff <(rules <"$RUN/iptables.before") <(iptables-save | rules) >/dev/null; then
+      echo "stack: iptables differ from before the test" >&2
+      rc=1
+    fi
     echo "$ip_forward_before" >/proc/sys/net/ipv4/ip_forward
     [ "$had_docker0" = 1 ] || ip link delete docker0 2>/dev/null
     say "dockerd (pid $dockerd_pid) stopped; iptables and ip_forward ($ip_forward_before) restored"
@@ -134,11 +143,20 @@ for pair in redis:redis prometheus:prometheus minio:minio minio-init:minio grafa
 done
 say "docker compose build (the project's Dockerfile)"
 "${COMPOSE[@]}" build >"$WORK/build.log" 2>&1 || { tail -40 "$WORK/build.log"; exit 1; }
+images="cotd/cpu:local"
+if [ -n "${COTD_STACK_CUDA:-}" ]; then # opt-in (several GB of CUDA wheels): the gpu profile's image
+  say "docker compose --profile gpu build trainer (CUDA wheels from PyPI)"
+  mkdir -p "$CACHE/wheels-none"
+  docker build -q -f "$HERE/standins/builder.Dockerfile" -t cotd-stack/builder:cuda "$CACHE/wheels-none" >/dev/null
+  COTD_CUDA_BUILDER_IMAGE=cotd-stack/builder:cuda COTD_CUDA_TORCH_INDEX_URL=https://pypi.org/simple \
+    "${COMPOSE[@]}" --profile gpu build trainer >"$WORK/build-cuda.log" 2>&1 || { tail -40 "$WORK/build-cuda.log"; exit 1; }
+  images="$images cotd/cuda:local"
+fi
 build_s=$(($(date +%s) - t_build))
 say "images built in $build_s s"
 docker image ls --format '{{.Repository}}:{{.Tag}} {{.Size}}' | sort | sed 's/^/   /'
 
 # ------------------------------------------------------------------------------------------- checks
 STACK_COMPOSE="${COMPOSE[*]}" STACK_ENV_FILE="$WORK/stack.env" STACK_WORK="$WORK" STACK_PROJECT="$PROJECT" \
-  STACK_IMAGES="cotd/cpu:local" python3 "$HERE/checks.py"
+  STACK_IMAGES="$images" python3 "$HERE/checks.py"
 say "stack test passed (build $build_s s, total $(($(date +%s) - t_start)) s)"
