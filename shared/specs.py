@@ -78,8 +78,13 @@ class TeacherSpec(_Spec):
     files: str | dict[str, str] | None = Field(
         None,
         description="recorded: a path template with {level} and {format}, e.g. data/SVAMP_level{level}.json, "
-        "or a mapping format -> template (the paper keeps each format in its own files).",
+        "or a mapping format -> template (the paper keeps each format in its own files); human: one file "
+        "of the dataset's own rationales (default: those of the train file).",
     )
+    levels: list[int] | None = Field(
+        None, description="Levels for this teacher instead of the grid's (the paper has some teachers at fewer)."
+    )
+    formats: list[Format] | None = Field(None, description="Formats for this teacher instead of the grid's.")
     concurrency: int = Field(8, gt=0, description="Max requests in flight (adapts down on 429/503).")
     max_new_tokens: int = Field(512, gt=0, description="Generation budget per rationale.")
     temperature: float = Field(0.0, ge=0, description="Sampling temperature (0 = greedy).")
@@ -105,7 +110,7 @@ class TeacherSpec(_Spec):
                 "temperature": self.temperature,
                 "top_p": self.top_p,
             }
-        if self.kind == "recorded" and self.files:
+        if self.kind in ("recorded", "human") and self.files:
             path = recorded_path(self.files, level, fmt)
             ident["file_sha256"] = file_sha256(path) if Path(path).exists() else path
         return ident

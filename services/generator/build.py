@@ -29,7 +29,7 @@ def teacher_records(spec: CotSetSpec, questions: list[Question], workdir: Path) 
     if kind == "answer-only":
         return offline.answer_only_records(questions)
     if kind == "human":
-        return offline.human_records(questions)
+        return offline.human_records(spec, questions)
     if kind == "recorded":
         return offline.recorded_records(spec, questions)
     from services.generator.teachers.remote import remote_records
