@@ -30,11 +30,17 @@ class GridSpec(BaseModel):
     name: str = Field(description="Grid name, used in results and reports.")
     datasets: list[DatasetRef] = Field(min_length=1, description="Datasets to train and test on.")
     teachers: list[TeacherSpec] = Field(min_length=1, description="Teachers that write the CoT sets.")
-    levels: list[int] = Field(default_factory=lambda: [1, 2, 3, 4, 5, 6], min_length=1, description="Granularity levels.")
+    levels: list[int] = Field(
+        default_factory=lambda: [1, 2, 3, 4, 5, 6], min_length=1, description="Granularity levels."
+    )
     formats: list[Format] = Field(default_factory=lambda: ["cot"], min_length=1, description="CoT formats.")
     students: list[StudentSpec] = Field(min_length=1, description="Student models.")
-    training: TrainingConfig = Field(default_factory=TrainingConfig, description="Training settings for every student.")
-    evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig, description="Decoding and scoring settings.")
+    training: TrainingConfig = Field(
+        default_factory=TrainingConfig, description="Training settings for every student."
+    )
+    evaluation: EvaluationConfig = Field(
+        default_factory=EvaluationConfig, description="Decoding and scoring settings."
+    )
     seeds: list[int] = Field(default_factory=lambda: [100], min_length=1, description="Training seeds.")
 
     @field_validator("levels")
@@ -123,7 +129,9 @@ def expand(grid: GridSpec) -> list[Cell]:
                 [(lv, f) for lv in levels for f in formats] if t.uses_levels else [(None, None)]
             )
             for level, fmt in combos:
-                cot = CotSetSpec(dataset=ds, teacher=t, level=level, format=fmt, prompt_version=prompt_version(t.kind))
+                cot = CotSetSpec(
+                    dataset=ds, teacher=t, level=level, format=fmt, prompt_version=prompt_version(t.kind)
+                )
                 for st in grid.students:
                     training = apply_overrides(grid.training, st.training)
                     if st.method:

@@ -85,7 +85,9 @@ def test_unknown_dataset_has_no_strict_verdict() -> None:
 
 
 def test_strict_summary_counts_unparsed_as_wrong() -> None:
-    rows = [strict_fields(t, "True", "strategyqa") for t in ("The answer is True", "true", "The answer is False")]
+    rows = [
+        strict_fields(t, "True", "strategyqa") for t in ("The answer is True", "true", "The answer is False")
+    ]
     s = strict_summary(rows)
     assert (s["correct_strict"], s["unparsed_strict"]) == (1, 1)
     assert s["accuracy_strict"] == pytest.approx(1 / 3)

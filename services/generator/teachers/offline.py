@@ -39,7 +39,9 @@ def human_records(spec: CotSetSpec, questions: list[Question]) -> list[CotRecord
     out = []
     for q in questions:
         if not q.rationale:
-            out.append(CotRecord(id=q.id, question=q.text, error="the dataset has no human rationale for this item"))
+            out.append(
+                CotRecord(id=q.id, question=q.text, error="the dataset has no human rationale for this item")
+            )
             continue
         r = q.rationale.strip()
         if "the answer is" not in r.lower():
