@@ -29,11 +29,17 @@ class GridSpec(BaseModel):
     name: str = Field(description="Grid name, used in results and reports.")
     datasets: list[DatasetRef] = Field(min_length=1, description="Datasets to train and test on.")
     teachers: list[TeacherSpec] = Field(min_length=1, description="Teachers that write the CoT sets.")
-    levels: list[int] = Field(default_factory=lambda: [1, 2, 3, 4, 5, 6], min_length=1, description="Granularity levels.")
+    levels: list[int] = Field(
+        default_factory=lambda: [1, 2, 3, 4, 5, 6], min_length=1, description="Granularity levels."
+    )
     formats: list[Format] = Field(default_factory=lambda: ["cot"], min_length=1, description="CoT formats.")
     students: list[StudentSpec] = Field(min_length=1, description="Student models.")
-    training: TrainingConfig = Field(default_factory=TrainingConfig, description="Training settings for every student.")
-    evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig, description="Decoding and scoring settings.")
+    training: TrainingConfig = Field(
+        default_factory=TrainingConfig, description="Training settings for every student."
+    )
+    evaluation: EvaluationConfig = Field(
+        default_factory=EvaluationConfig, description="Decoding and scoring settings."
+    )
     seeds: list[int] = Field(default_factory=lambda: [100], min_length=1, description="Training seeds.")
 
     @field_validator("levels")
@@ -60,6 +66,9 @@ class GridSpec(BaseModel):
                 raise ValueError(f"teachers[{i}].model: required for a {t.kind} teacher")
             if t.kind == "procedural" and any(d.name != "arith" for d in self.datasets):
                 raise ValueError(f"teachers[{i}].kind: procedural writes only the arith dataset")
+        for i, s in enumerate(self.students):
+            if s.model.endswith(".gguf") and not Path(s.model).expanduser().is_file():
+                raise ValueError(f"students[{i}].model: no such GGUF file {s.model}")
         return self
 
 
@@ -112,7 +121,9 @@ def expand(grid: GridSpec) -> list[Cell]:
                 [(lv, f) for lv in grid.levels for f in grid.formats] if t.uses_levels else [(None, None)]
             )
             for level, fmt in combos:
-                cot = CotSetSpec(dataset=ds, teacher=t, level=level, format=fmt, prompt_version=prompt_version(t.kind))
+                cot = CotSetSpec(
+                    dataset=ds, teacher=t, level=level, format=fmt, prompt_version=prompt_version(t.kind)
+                )
                 for st in grid.students:
                     training = apply_overrides(grid.training, st.training)
                     if st.method:
@@ -206,7 +217,7 @@ def _resolve_paths(data: dict[str, Any], base: Path) -> dict[str, Any]:
     """Make local paths absolute, relative to the grid file's folder.
 
     Dataset files and recorded-teacher files are always paths; a student's `model` is a path
-    only when it starts with "." or names an existing folder (otherwise it is a hub id).
+    only when it starts with ".", names a `.gguf` file or an existing folder (otherwise a hub id).
     """
 
     def path(v: Any) -> Any:
@@ -225,6 +236,6 @@ def _resolve_paths(data: dict[str, Any], base: Path) -> dict[str, Any]:
             t["files"] = path(t["files"])
     for s in out.get("students") or []:
         m = s.get("model") if isinstance(s, dict) else None
-        if isinstance(m, str) and (m.startswith(".") or (base / m).is_dir()):
+        if isinstance(m, str) and (m.startswith(".") or m.endswith(".gguf") or (base / m).is_dir()):
             s["model"] = path(m)
     return out
