@@ -67,6 +67,7 @@ class GridSpec(BaseModel):
                 raise ValueError(f"teachers[{i}].model: required for a {t.kind} teacher")
             if t.kind == "procedural" and any(d.name != "arith" for d in self.datasets):
                 raise ValueError(f"teachers[{i}].kind: procedural writes only the arith dataset")
+<<<<<<< HEAD
             if t.kind == "human" and t.files is not None and not isinstance(t.files, str):
                 raise ValueError(f"teachers[{i}].files: a human teacher takes one file, not a mapping")
             if t.kind not in ("recorded", "human") and t.files is not None:
@@ -76,6 +77,11 @@ class GridSpec(BaseModel):
             for lv in t.levels or []:
                 if not 1 <= lv <= 6:
                     raise ValueError(f"teachers[{i}].levels: must be between 1 and 6, got {lv}")
+=======
+        for i, s in enumerate(self.students):
+            if s.model.endswith(".gguf") and not Path(s.model).expanduser().is_file():
+                raise ValueError(f"students[{i}].model: no such GGUF file {s.model}")
+>>>>>>> realmodels
         return self
 
 
@@ -225,7 +231,7 @@ def _resolve_paths(data: dict[str, Any], base: Path) -> dict[str, Any]:
     """Make local paths absolute, relative to the grid file's folder.
 
     Dataset files and recorded-teacher files are always paths; a student's `model` is a path
-    only when it starts with "." or names an existing folder (otherwise it is a hub id).
+    only when it starts with ".", names a `.gguf` file or an existing folder (otherwise a hub id).
     """
 
     def path(v: Any) -> Any:
@@ -244,6 +250,6 @@ def _resolve_paths(data: dict[str, Any], base: Path) -> dict[str, Any]:
             t["files"] = path(t["files"])
     for s in out.get("students") or []:
         m = s.get("model") if isinstance(s, dict) else None
-        if isinstance(m, str) and (m.startswith(".") or (base / m).is_dir()):
+        if isinstance(m, str) and (m.startswith(".") or m.endswith(".gguf") or (base / m).is_dir()):
             s["model"] = path(m)
     return out

@@ -7,7 +7,7 @@ checkpoint, test set and decoding settings. The same spec in two grids gives the
 
 from __future__ import annotations
 
-from functools import cached_property
+from functools import cached_property, lru_cache
 from pathlib import Path
 from typing import Any, Literal
 
@@ -142,7 +142,8 @@ class StudentSpec(_Spec):
 
     name: str = Field(description="Label used in results and reports.")
     model: str = Field(
-        description="Hub id, local path, or tiny:<size> (built offline by `cotd model init-tiny`)."
+        description="Hub id, local path, a .gguf file (converted once into the store, keyed by its sha256), "
+        "or tiny:<size> (built offline by `cotd model init-tiny`)."
     )
     revision: str | None = Field(None, description="Hub revision.")
     template: Template = Field("auto", description="Prompt template; auto = the tokenizer's chat template.")
@@ -155,8 +156,19 @@ class StudentSpec(_Spec):
     )
 
     def identity(self) -> dict[str, Any]:
-        """The fields that determine the trained student (not its label)."""
-        return self.model_dump(exclude={"name", "training", "method"})
+        """The fields that determine the trained student (not its label; a GGUF file by its sha256)."""
+        ident = self.model_dump(exclude={"name", "training", "method"})
+        path = Path(self.model).expanduser()
+        if self.model.endswith(".gguf") and path.is_file():
+            st = path.stat()
+            ident["model"] = {"gguf_sha256": _cached_sha256(str(path.resolve()), st.st_mtime_ns, st.st_size)}
+        return ident
+
+
+@lru_cache(maxsize=64)
+def _cached_sha256(path: str, mtime_ns: int, size: int) -> str:
+    """A model file's sha256, once per process and file version (every cell names the same file)."""
+    return file_sha256(path)
 
 
 class CotSetSpec(_Spec):
