@@ -32,7 +32,12 @@ def status_doc(gs) -> dict:
     meta = gs.meta()
     states, reasons, labels = gs.cells(), gs.hash("reasons"), gs.hash("labels")
     cells = [
-        {"cell": k, "label": labels.get(k, k), "state": st, **({"reason": reasons[k]} if k in reasons else {})}
+        {
+            "cell": k,
+            "label": labels.get(k, k),
+            "state": st,
+            **({"reason": reasons[k]} if k in reasons else {}),
+        }
         for k, st in sorted(states.items(), key=lambda kv: labels.get(kv[0], kv[0]))
     ]
     return {
@@ -41,6 +46,7 @@ def status_doc(gs) -> dict:
         "status": meta.get("status"),
         "created_at": float(meta.get("created_at", 0)),
         "finished_at": float(meta["finished_at"]) if meta.get("finished_at") else None,
+        **({"reason": meta["reason"]} if meta.get("reason") else {}),
         "counts": gs.counts(),
         "stages": gs.stage_counts(),
         "cells": cells,
@@ -82,12 +88,15 @@ def status_cmd(grid_id: str, as_json: bool) -> None:
         click.echo(json.dumps(doc, indent=2))
         return
     c = doc["counts"]
-    click.echo(f"grid {doc['grid_id']} ({doc['name']}): {doc['status']}")
+    reason = f" ({doc['reason']})" if "reason" in doc else ""
+    click.echo(f"grid {doc['grid_id']} ({doc['name']}): {doc['status']}{reason}")
     click.echo("cells: " + ", ".join(f"{k} {v}" for k, v in c.items() if v))
     for stage in ("generate", "train", "evaluate"):
         st = doc["stages"].get(stage, {})
         parts = [f"{k} {v}" for k, v in sorted(st.items()) if v and k not in ("total", "computed")]
-        click.echo(f"  {stage:9s} total {st.get('total', 0)}, built {st.get('computed', 0)}: {', '.join(parts) or '-'}")
+        click.echo(
+            f"  {stage:9s} total {st.get('total', 0)}, built {st.get('computed', 0)}: {', '.join(parts) or '-'}"
+        )
     for cell in doc["cells"]:
         reason = f"  {cell['reason']}" if "reason" in cell else ""
         click.echo(f"  {cell['state']:9s} {cell['label']}{reason}")
@@ -116,7 +125,10 @@ def wait_cmd(grid_id: str, timeout: float | None, interval: float) -> None:
             sys.exit(2)
         time.sleep(interval)
     if status != "done":
-        for cell in status_doc(gs)["cells"]:
+        doc = status_doc(gs)
+        if "reason" in doc:
+            click.echo(f"  {doc['reason']}", err=True)
+        for cell in doc["cells"]:
             if cell["state"] in ("failed", "cancelled"):
                 reason = f": {cell['reason']}" if "reason" in cell else ""
                 click.echo(f"  {cell['state']} {cell['label']}{reason}", err=True)
@@ -130,7 +142,9 @@ def cancel_cmd(grid_id: str) -> None:
     from shared.orchestration.submit import cancel_grid
 
     res = cancel_grid(_ctx(), _grid_state(grid_id))
-    click.echo(f"{grid_id}: cancelled {res['cells']} cells, {res['artifacts']} artifacts; revoked {res['revoked']} tasks")
+    click.echo(
+        f"{grid_id}: cancelled {res['cells']} cells, {res['artifacts']} artifacts; revoked {res['revoked']} tasks"
+    )
 
 
 @grid.command("list")
@@ -146,9 +160,34 @@ def list_cmd(limit: int) -> None:
         click.echo(f"{gid}  {gs.status()}  " + ", ".join(f"{k} {v}" for k, v in c.items() if v))
 
 
+@grid.command("dead")
+@click.option("--limit", type=int, default=20, show_default=True, help="Show the newest N records.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.option("--clear", is_flag=True, help="Empty the list after showing it.")
+def dead_cmd(limit: int, as_json: bool, clear: bool) -> None:
+    """Messages the workers dropped as unreadable (the `cotd:dead` list), newest first."""
+    from shared.orchestration.deadletter import DEAD_KEY, dead_letters
+
+    r = _ctx().redis
+    recs = dead_letters(r, limit)
+    if as_json:
+        click.echo(json.dumps(recs, indent=2))
+    else:
+        click.echo(f"{r.llen(DEAD_KEY)} dead letters", err=True)
+        for rec in recs:
+            when = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(rec["time"]))
+            click.echo(
+                f"{when}  {rec['queue'] or '-'}  {rec['task'] or '-'}  {rec['id'] or '-'}  {rec['reason']}"
+            )
+    if clear:
+        r.delete(DEAD_KEY)
+
+
 @click.command("worker")
 @click.argument("role", type=click.Choice(sorted(ROLE_QUEUES)))
-@click.option("--metrics-port", type=int, default=None, help="Port of /metrics (default COTD_METRICS_PORT; -1: none).")
+@click.option(
+    "--metrics-port", type=int, default=None, help="Port of /metrics (default COTD_METRICS_PORT; -1: none)."
+)
 @click.option("--concurrency", type=int, default=None, help="Tasks at once (default: generator 4, others 1).")
 @click.option("--loglevel", default="INFO", show_default=True)
 def worker(role: str, metrics_port: int | None, concurrency: int | None, loglevel: str) -> None:
