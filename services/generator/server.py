@@ -179,6 +179,8 @@ def make_app(engine: Engine) -> web.Application:
         return await stream_tgi(request, parse_generate(await read_json(request), limits))
 
     async def stream_tgi(request: web.Request, req: GenerateRequest) -> web.StreamResponse:
+        if req.parameters.decoder_input_details:
+            raise invalid("`decoder_input_details` == true is not supported when streaming tokens")
         job = tgi_job(engine, req)
         async with Run(engine, job) as run:
             resp = web.StreamResponse(headers=SSE_HEADERS)

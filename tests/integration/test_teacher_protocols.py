@@ -99,6 +99,11 @@ def test_huggingface_hub_streams_from_the_root_and_generate_stream(teacher_url: 
     achunks = asyncio.run(main())
     assert [ch.token.id for ch in achunks] == [t.id for t in full.details.tokens]
     assert achunks[-1].details.input_length == chunks[-1].details.input_length > 0
+    with pytest.raises(Exception) as e:  # noqa: B017 - TGI refuses prefill details on a stream
+        list(
+            c.text_generation(PROMPT, max_new_tokens=2, stream=True, details=True, decoder_input_details=True)
+        )
+    assert type(e.value).__name__ == "ValidationError" and "`decoder_input_details`" in str(e.value)
 
 
 def test_huggingface_hub_chat_with_parts_and_logprobs(teacher_url: str) -> None:
