@@ -14,7 +14,16 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from shared.config import EvaluationConfig, Format, TrainingConfig, apply_overrides
 from shared.errors import CotdError
-from shared.specs import CheckpointSpec, CotSetSpec, DatasetRef, EvalSpec, StudentSpec, TeacherSpec
+from shared.specs import (
+    CheckpointSpec,
+    CotSetSpec,
+    DatasetRef,
+    EvalSpec,
+    Name,
+    Seed,
+    StudentSpec,
+    TeacherSpec,
+)
 
 
 class GridError(CotdError, ValueError):
@@ -26,15 +35,23 @@ class GridSpec(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    name: str = Field(description="Grid name, used in results and reports.")
+    name: Name = Field(description="Grid name, used in results, reports and the grid id (see NAME_PATTERN).")
     datasets: list[DatasetRef] = Field(min_length=1, description="Datasets to train and test on.")
     teachers: list[TeacherSpec] = Field(min_length=1, description="Teachers that write the CoT sets.")
-    levels: list[int] = Field(default_factory=lambda: [1, 2, 3, 4, 5, 6], min_length=1, description="Granularity levels.")
+    levels: list[int] = Field(
+        default_factory=lambda: [1, 2, 3, 4, 5, 6], min_length=1, description="Granularity levels."
+    )
     formats: list[Format] = Field(default_factory=lambda: ["cot"], min_length=1, description="CoT formats.")
     students: list[StudentSpec] = Field(min_length=1, description="Student models.")
-    training: TrainingConfig = Field(default_factory=TrainingConfig, description="Training settings for every student.")
-    evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig, description="Decoding and scoring settings.")
-    seeds: list[int] = Field(default_factory=lambda: [100], min_length=1, description="Training seeds.")
+    training: TrainingConfig = Field(
+        default_factory=TrainingConfig, description="Training settings for every student."
+    )
+    evaluation: EvaluationConfig = Field(
+        default_factory=EvaluationConfig, description="Decoding and scoring settings."
+    )
+    seeds: list[Seed] = Field(
+        default_factory=lambda: [100], min_length=1, description="Training seeds, each below 2**32."
+    )
 
     @field_validator("levels")
     @classmethod
@@ -112,7 +129,9 @@ def expand(grid: GridSpec) -> list[Cell]:
                 [(lv, f) for lv in grid.levels for f in grid.formats] if t.uses_levels else [(None, None)]
             )
             for level, fmt in combos:
-                cot = CotSetSpec(dataset=ds, teacher=t, level=level, format=fmt, prompt_version=prompt_version(t.kind))
+                cot = CotSetSpec(
+                    dataset=ds, teacher=t, level=level, format=fmt, prompt_version=prompt_version(t.kind)
+                )
                 for st in grid.students:
                     training = apply_overrides(grid.training, st.training)
                     if st.method:

@@ -10,6 +10,7 @@ from pathlib import Path
 import click
 
 from shared.queues import ROLE_QUEUES
+from shared.redact import redact
 
 
 def _ctx():
@@ -23,7 +24,7 @@ def _grid_state(grid_id: str):
 
     gs = GridState(_ctx().redis, grid_id)
     if not gs.exists():
-        raise click.ClickException(f"no grid {grid_id!r} in {_ctx().settings.redis_url}")
+        raise click.ClickException(f"no grid {grid_id!r} in {redact(_ctx().settings.redis_url)}")
     return gs
 
 
@@ -32,7 +33,12 @@ def status_doc(gs) -> dict:
     meta = gs.meta()
     states, reasons, labels = gs.cells(), gs.hash("reasons"), gs.hash("labels")
     cells = [
-        {"cell": k, "label": labels.get(k, k), "state": st, **({"reason": reasons[k]} if k in reasons else {})}
+        {
+            "cell": k,
+            "label": labels.get(k, k),
+            "state": st,
+            **({"reason": reasons[k]} if k in reasons else {}),
+        }
         for k, st in sorted(states.items(), key=lambda kv: labels.get(kv[0], kv[0]))
     ]
     return {
@@ -87,7 +93,9 @@ def status_cmd(grid_id: str, as_json: bool) -> None:
     for stage in ("generate", "train", "evaluate"):
         st = doc["stages"].get(stage, {})
         parts = [f"{k} {v}" for k, v in sorted(st.items()) if v and k not in ("total", "computed")]
-        click.echo(f"  {stage:9s} total {st.get('total', 0)}, built {st.get('computed', 0)}: {', '.join(parts) or '-'}")
+        click.echo(
+            f"  {stage:9s} total {st.get('total', 0)}, built {st.get('computed', 0)}: {', '.join(parts) or '-'}"
+        )
     for cell in doc["cells"]:
         reason = f"  {cell['reason']}" if "reason" in cell else ""
         click.echo(f"  {cell['state']:9s} {cell['label']}{reason}")
@@ -130,7 +138,9 @@ def cancel_cmd(grid_id: str) -> None:
     from shared.orchestration.submit import cancel_grid
 
     res = cancel_grid(_ctx(), _grid_state(grid_id))
-    click.echo(f"{grid_id}: cancelled {res['cells']} cells, {res['artifacts']} artifacts; revoked {res['revoked']} tasks")
+    click.echo(
+        f"{grid_id}: cancelled {res['cells']} cells, {res['artifacts']} artifacts; revoked {res['revoked']} tasks"
+    )
 
 
 @grid.command("list")
@@ -148,7 +158,9 @@ def list_cmd(limit: int) -> None:
 
 @click.command("worker")
 @click.argument("role", type=click.Choice(sorted(ROLE_QUEUES)))
-@click.option("--metrics-port", type=int, default=None, help="Port of /metrics (default COTD_METRICS_PORT; -1: none).")
+@click.option(
+    "--metrics-port", type=int, default=None, help="Port of /metrics (default COTD_METRICS_PORT; -1: none)."
+)
 @click.option("--concurrency", type=int, default=None, help="Tasks at once (default: generator 4, others 1).")
 @click.option("--loglevel", default="INFO", show_default=True)
 def worker(role: str, metrics_port: int | None, concurrency: int | None, loglevel: str) -> None:

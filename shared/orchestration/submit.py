@@ -23,6 +23,7 @@ from shared.grid import Cell, GridSpec, expand
 from shared.messages import EvaluateMessage, GenerateMessage, TrainMessage, dump_message
 from shared.orchestration.context import Context
 from shared.orchestration.state import GridState, art_id, split_id
+from shared.policy import check_teachers
 from shared.queues import TASK_NAMES, Queue
 from shared.results import cell_row, results_doc
 
@@ -55,6 +56,7 @@ def grid_doc_path(grid_id: str, name: str) -> str:
 def submit_grid(grid: GridSpec, ctx: Context, grid_id: str | None = None) -> SubmitResult:
     """Record the grid in Redis and the store, and enqueue the work that is not published yet."""
     t0 = time.perf_counter()
+    check_teachers(grid.teachers, ctx.settings)
     gid = grid_id or new_grid_id(grid.name)
     store = ctx.store
     cells = expand(grid)
@@ -98,10 +100,18 @@ def submit_grid(grid: GridSpec, ctx: Context, grid_id: str | None = None) -> Sub
         cot_aid = ck_aid = None
         if c.checkpoint.key not in existing["checkpoints"]:
             if c.cot.key not in existing["cotsets"]:
-                cot_aid = add("generate", c.cot.key, c, dump_message(GenerateMessage(grid_id=gid, cot=c.cot)), None)
+                cot_aid = add(
+                    "generate", c.cot.key, c, dump_message(GenerateMessage(grid_id=gid, cot=c.cot)), None
+                )
             else:
                 add("generate", c.cot.key, c, None, None)
-            ck_aid = add("train", c.checkpoint.key, c, dump_message(TrainMessage(grid_id=gid, checkpoint=c.checkpoint)), cot_aid)
+            ck_aid = add(
+                "train",
+                c.checkpoint.key,
+                c,
+                dump_message(TrainMessage(grid_id=gid, checkpoint=c.checkpoint)),
+                cot_aid,
+            )
         else:
             add("train", c.checkpoint.key, c, None, None)
         add("evaluate", c.key, c, dump_message(EvaluateMessage(grid_id=gid, evaluation=c.evaluation)), ck_aid)
@@ -124,7 +134,12 @@ def submit_grid(grid: GridSpec, ctx: Context, grid_id: str | None = None) -> Sub
         status = finalize(ctx, gs)
     log.info("grid %s: %d cells, %d cached, enqueued %s", gid, len(cells), n_cached, enqueued)
     return SubmitResult(
-        grid_id=gid, cells=len(cells), cached_cells=n_cached, enqueued=enqueued, status=status, seconds=time.perf_counter() - t0
+        grid_id=gid,
+        cells=len(cells),
+        cached_cells=n_cached,
+        enqueued=enqueued,
+        status=status,
+        seconds=time.perf_counter() - t0,
     )
 
 
@@ -140,7 +155,9 @@ def enqueue(ctx: Context, gs: GridState, aids: list[str]) -> list[str]:
         payload = gs.get("specs", aid)
         if payload is None:
             continue
-        res = ctx.app.send_task(TASK_NAMES[queue], args=[json.loads(payload)], queue=str(queue), routing_key=str(queue))
+        res = ctx.app.send_task(
+            TASK_NAMES[queue], args=[json.loads(payload)], queue=str(queue), routing_key=str(queue)
+        )
         pipe_ids[aid] = res.id
         sent.append(aid)
     if pipe_ids:
@@ -181,7 +198,9 @@ def grid_results(ctx: Context, gs: GridState) -> dict[str, Any]:
     grid = grid_spec(gs)
     states, reasons = gs.cells(), gs.hash("reasons")
     cells = expand(grid)
-    manifests = _Manifests(ctx.store, {("evals", c.key) for c in cells} | {("cotsets", c.cot.key) for c in cells})
+    manifests = _Manifests(
+        ctx.store, {("evals", c.key) for c in cells} | {("cotsets", c.cot.key) for c in cells}
+    )
     rows = []
     for c in cells:
         st = states.get(c.key)

@@ -82,9 +82,16 @@ def server_root(base_url: str) -> str:
 
 
 def api_key(t: TeacherSpec) -> str:
-    """The API key from the environment variable the teacher names (a placeholder when none)."""
+    """The API key from the environment variable the teacher names (a placeholder when none).
+
+    The variable must be on this machine's allow-list (`COTD_API_KEY_ENV_ALLOW`), checked before it is read.
+    """
     if not t.api_key_env:
         return NO_KEY
+    from shared.policy import check_api_key_env
+    from shared.settings import get_settings
+
+    check_api_key_env(t.name, t.api_key_env, get_settings())
     key = os.environ.get(t.api_key_env)
     if not key:
         raise TeacherError(f"teacher {t.name}: environment variable {t.api_key_env} (api_key_env) is not set")
@@ -142,7 +149,10 @@ def apply_chat_template(tokenizer: Any, messages: list[dict[str, str]]) -> str:
     except Exception:
         system = "\n\n".join(m["content"] for m in messages if m["role"] == "system")
         merged = [
-            {"role": m["role"], "content": f"{system}\n\n{m['content']}" if m["role"] == "user" and system else m["content"]}
+            {
+                "role": m["role"],
+                "content": f"{system}\n\n{m['content']}" if m["role"] == "user" and system else m["content"],
+            }
             for m in messages
             if m["role"] != "system"
         ]
@@ -311,7 +321,9 @@ async def _one(
                 )
                 limiter.succeeded()
                 if not reply.text.strip():
-                    return CotRecord(id=q.id, question=q.text, rationale=reply.text, error="empty reply from the teacher")
+                    return CotRecord(
+                        id=q.id, question=q.text, rationale=reply.text, error="empty reply from the teacher"
+                    )
                 return CotRecord(id=q.id, question=q.text, rationale=reply.text.strip())
         if not retry:
             break
@@ -339,7 +351,9 @@ async def generate_remote(
     todo = [q for i, q in unique.items() if i not in done]
     stats.resumed, stats.requested = len(done), len(todo)
     if done:
-        log.info("teacher %s: resuming, %d of %d items already done", spec.teacher.name, len(done), len(unique))
+        log.info(
+            "teacher %s: resuming, %d of %d items already done", spec.teacher.name, len(done), len(unique)
+        )
     limiter = AdaptiveLimiter(spec.teacher.concurrency, spec.teacher.name)
     stats.min_limit = limiter.limit
     own = client is None
@@ -382,7 +396,9 @@ def _run_sync(coro):
     return box["value"]
 
 
-def remote_records(spec: CotSetSpec, questions: list[Question], workdir: Path, policy: RetryPolicy | None = None) -> list[CotRecord]:
+def remote_records(
+    spec: CotSetSpec, questions: list[Question], workdir: Path, policy: RetryPolicy | None = None
+) -> list[CotRecord]:
     """Rationales from a tgi/openai teacher, one record per question (failures keep their error)."""
     if spec.level is None:
         raise ValueError(f"teacher {spec.teacher.name}: kind {spec.teacher.kind} needs a level (1-6)")
