@@ -60,11 +60,7 @@ class S3Store(ArtifactStore):
 
         s = settings or get_settings()
         client = Minio(
-            s.s3_endpoint,
-            access_key=s.s3_access_key,
-            secret_key=s.s3_secret_key,
-            secure=s.s3_secure,
-            region=s.s3_region,
+            s.s3_endpoint, access_key=s.s3_access_key, secret_key=s.s3_secret_key, secure=s.s3_secure, region=s.s3_region
         )
         store = cls(client, s.s3_bucket, s.cache_dir)
         if create_bucket:
@@ -112,9 +108,7 @@ class S3Store(ArtifactStore):
         src = Path(src)
         full = self.full_manifest(kind, key, src, manifest)
         for f in full["files"]:
-            self.client.fput_object(
-                self.bucket, f"{kind}/{key}/{f['path']}", str(src / f["path"]), part_size=self.part_size
-            )
+            self.client.fput_object(self.bucket, f"{kind}/{key}/{f['path']}", str(src / f["path"]), part_size=self.part_size)
         # Another worker may have published meanwhile (its files are the same content): keep the first.
         existing = self.manifest(kind, key)
         if existing is not None:
@@ -166,10 +160,7 @@ class S3Store(ArtifactStore):
             return False
         if local.get("published_at") != m.get("published_at") or local.get("files") != m.get("files"):
             return False
-        return all(
-            (dest / f["path"]).is_file() and (dest / f["path"]).stat().st_size == f["size"]
-            for f in m["files"]
-        )
+        return all((dest / f["path"]).is_file() and (dest / f["path"]).stat().st_size == f["size"] for f in m["files"])
 
     def put_json(self, path: str, obj: Any) -> None:
         self._put_bytes(path.lstrip("/"), json.dumps(obj, indent=2, default=str).encode())
@@ -190,6 +181,4 @@ class S3Store(ArtifactStore):
 
     def object_names(self, prefix: str = "") -> list[str]:
         """Every object name under `prefix` (for inspection and tests)."""
-        return sorted(
-            o.object_name for o in self.client.list_objects(self.bucket, prefix=prefix, recursive=True)
-        )
+        return sorted(o.object_name for o in self.client.list_objects(self.bucket, prefix=prefix, recursive=True))

@@ -100,18 +100,10 @@ def submit_grid(grid: GridSpec, ctx: Context, grid_id: str | None = None) -> Sub
         cot_aid = ck_aid = None
         if c.checkpoint.key not in existing["checkpoints"]:
             if c.cot.key not in existing["cotsets"]:
-                cot_aid = add(
-                    "generate", c.cot.key, c, dump_message(GenerateMessage(grid_id=gid, cot=c.cot)), None
-                )
+                cot_aid = add("generate", c.cot.key, c, dump_message(GenerateMessage(grid_id=gid, cot=c.cot)), None)
             else:
                 add("generate", c.cot.key, c, None, None)
-            ck_aid = add(
-                "train",
-                c.checkpoint.key,
-                c,
-                dump_message(TrainMessage(grid_id=gid, checkpoint=c.checkpoint)),
-                cot_aid,
-            )
+            ck_aid = add("train", c.checkpoint.key, c, dump_message(TrainMessage(grid_id=gid, checkpoint=c.checkpoint)), cot_aid)
         else:
             add("train", c.checkpoint.key, c, None, None)
         add("evaluate", c.key, c, dump_message(EvaluateMessage(grid_id=gid, evaluation=c.evaluation)), ck_aid)
@@ -134,12 +126,7 @@ def submit_grid(grid: GridSpec, ctx: Context, grid_id: str | None = None) -> Sub
         status = finalize(ctx, gs)
     log.info("grid %s: %d cells, %d cached, enqueued %s", gid, len(cells), n_cached, enqueued)
     return SubmitResult(
-        grid_id=gid,
-        cells=len(cells),
-        cached_cells=n_cached,
-        enqueued=enqueued,
-        status=status,
-        seconds=time.perf_counter() - t0,
+        grid_id=gid, cells=len(cells), cached_cells=n_cached, enqueued=enqueued, status=status, seconds=time.perf_counter() - t0
     )
 
 
@@ -155,9 +142,7 @@ def enqueue(ctx: Context, gs: GridState, aids: list[str]) -> list[str]:
         payload = gs.get("specs", aid)
         if payload is None:
             continue
-        res = ctx.app.send_task(
-            TASK_NAMES[queue], args=[json.loads(payload)], queue=str(queue), routing_key=str(queue)
-        )
+        res = ctx.app.send_task(TASK_NAMES[queue], args=[json.loads(payload)], queue=str(queue), routing_key=str(queue))
         pipe_ids[aid] = res.id
         sent.append(aid)
     if pipe_ids:
@@ -198,9 +183,7 @@ def grid_results(ctx: Context, gs: GridState) -> dict[str, Any]:
     grid = grid_spec(gs)
     states, reasons = gs.cells(), gs.hash("reasons")
     cells = expand(grid)
-    manifests = _Manifests(
-        ctx.store, {("evals", c.key) for c in cells} | {("cotsets", c.cot.key) for c in cells}
-    )
+    manifests = _Manifests(ctx.store, {("evals", c.key) for c in cells} | {("cotsets", c.cot.key) for c in cells})
     rows = []
     for c in cells:
         st = states.get(c.key)

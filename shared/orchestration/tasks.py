@@ -53,16 +53,9 @@ def is_transient(exc: BaseException) -> bool:
     e: BaseException | None = exc
     while e is not None and id(e) not in seen:
         seen.add(id(e))
-        if isinstance(
-            e, TransientError | ConnectionError | TimeoutError | urllib3.exceptions.HTTPError | ServerError
-        ):
+        if isinstance(e, TransientError | ConnectionError | TimeoutError | urllib3.exceptions.HTTPError | ServerError):
             return True
-        if isinstance(e, S3Error) and e.code in (
-            "InternalError",
-            "SlowDown",
-            "ServiceUnavailable",
-            "RequestTimeout",
-        ):
+        if isinstance(e, S3Error) and e.code in ("InternalError", "SlowDown", "ServiceUnavailable", "RequestTimeout"):
             return True
         name = type(e).__name__
         if name in ("ConnectError", "ReadTimeout", "ConnectTimeout", "RemoteProtocolError", "TransportError"):
@@ -85,11 +78,7 @@ def _stage_fn(queue: Queue, mode: str):
     if mode == "noop":
         from shared.orchestration import noop
 
-        return {
-            Queue.GENERATE: noop.noop_generate,
-            Queue.TRAIN: noop.noop_train,
-            Queue.EVALUATE: noop.noop_evaluate,
-        }[queue]
+        return {Queue.GENERATE: noop.noop_generate, Queue.TRAIN: noop.noop_train, Queue.EVALUATE: noop.noop_evaluate}[queue]
     from shared.stages import evaluate_stage, generate_stage, train_stage
 
     return {Queue.GENERATE: generate_stage, Queue.TRAIN: train_stage, Queue.EVALUATE: evaluate_stage}[queue]
@@ -147,12 +136,7 @@ def _execute(task: Task, queue: Queue, msg: Message, gs: GridState, aid: str, ct
     t0 = time.perf_counter()
     redelivered = bool((task.request.delivery_info or {}).get("redelivered"))
     log.info(
-        "grid=%s key=%s stage=%s: started (retry %d%s)",
-        gs.id,
-        msg.key,
-        queue,
-        task.request.retries,
-        ", redelivered" * redelivered,
+        "grid=%s key=%s stage=%s: started (retry %d%s)", gs.id, msg.key, queue, task.request.retries, ", redelivered" * redelivered
     )
     try:
         lease = Lease(ctx.redis, kind, msg.key, ctx.settings.lease_ttl_s)
@@ -160,9 +144,7 @@ def _execute(task: Task, queue: Queue, msg: Message, gs: GridState, aid: str, ct
             with lease:
                 result = _call_stage(queue, msg, ctx)
         else:
-            result = StageResult(
-                kind=kind, key=msg.key, cached=True, manifest=ctx.store.manifest(kind, msg.key) or {}
-            )
+            result = StageResult(kind=kind, key=msg.key, cached=True, manifest=ctx.store.manifest(kind, msg.key) or {})
         if isinstance(msg, TrainMessage) and "incomplete" in result.manifest:
             raise RuntimeError(f"training stopped early: {result.manifest['incomplete']}")
     except SoftTimeLimitExceeded as e:
@@ -171,29 +153,14 @@ def _execute(task: Task, queue: Queue, msg: Message, gs: GridState, aid: str, ct
     except Exception as e:
         if is_transient(e) and task.request.retries < MAX_RETRIES:
             wait = backoff_s(task.request.retries)
-            log.warning(
-                "grid=%s key=%s stage=%s: %s; retry %d in %ds",
-                gs.id,
-                msg.key,
-                queue,
-                reason_of(str(queue), e),
-                task.request.retries + 1,
-                wait,
-            )
+            log.warning("grid=%s key=%s stage=%s: %s; retry %d in %ds", gs.id, msg.key, queue, reason_of(str(queue), e), task.request.retries + 1, wait)
             gs.set_art([aid], "queued", allowed=("running",))
             raise task.retry(exc=e, countdown=wait, max_retries=MAX_RETRIES) from None
         _fail(ctx, gs, aid, reason_of(str(queue), e))
         raise
     secs = time.perf_counter() - t0
     _done(gs, queue, msg, aid, result, before, ctx)
-    log.info(
-        "grid=%s key=%s stage=%s: %s in %.1fs",
-        gs.id,
-        msg.key,
-        queue,
-        "cached" if result.cached else "built",
-        secs,
-    )
+    log.info("grid=%s key=%s stage=%s: %s in %.1fs", gs.id, msg.key, queue, "cached" if result.cached else "built", secs)
     return {"grid_id": gs.id, "key": msg.key, "cached": result.cached}
 
 
@@ -218,9 +185,7 @@ def _maybe_finish(ctx: Context, gs: GridState) -> None:
         finalize(ctx, gs)
 
 
-def _done(
-    gs: GridState, queue: Queue, msg: Message, aid: str, result: StageResult, before: dict, ctx: Context
-) -> None:
+def _done(gs: GridState, queue: Queue, msg: Message, aid: str, result: StageResult, before: dict, ctx: Context) -> None:
     gs.set_art([aid], "cached" if result.cached else "done", allowed=("pending", "queued", "running"))
     if not result.cached:
         gs.count_computed(str(queue))
@@ -242,37 +207,19 @@ def _done(
     _maybe_finish(ctx, gs)
 
 
-@app.task(
-    name=TASK_NAMES[Queue.GENERATE],
-    bind=True,
-    acks_late=True,
-    reject_on_worker_lost=True,
-    max_retries=MAX_RETRIES,
-)
+@app.task(name=TASK_NAMES[Queue.GENERATE], bind=True, acks_late=True, reject_on_worker_lost=True, max_retries=MAX_RETRIES)
 def generate_task(self: Task, payload: Any) -> dict[str, Any]:
     """Build one CoT set, then enqueue the checkpoints that train on it."""
     return run_stage_task(self, Queue.GENERATE, payload)
 
 
-@app.task(
-    name=TASK_NAMES[Queue.TRAIN],
-    bind=True,
-    acks_late=True,
-    reject_on_worker_lost=True,
-    max_retries=MAX_RETRIES,
-)
+@app.task(name=TASK_NAMES[Queue.TRAIN], bind=True, acks_late=True, reject_on_worker_lost=True, max_retries=MAX_RETRIES)
 def train_task(self: Task, payload: Any) -> dict[str, Any]:
     """Train one checkpoint (resuming from its scratch state), then enqueue its evaluations."""
     return run_stage_task(self, Queue.TRAIN, payload)
 
 
-@app.task(
-    name=TASK_NAMES[Queue.EVALUATE],
-    bind=True,
-    acks_late=True,
-    reject_on_worker_lost=True,
-    max_retries=MAX_RETRIES,
-)
+@app.task(name=TASK_NAMES[Queue.EVALUATE], bind=True, acks_late=True, reject_on_worker_lost=True, max_retries=MAX_RETRIES)
 def evaluate_task(self: Task, payload: Any) -> dict[str, Any]:
     """Score one checkpoint on its test set; the cell is done."""
     return run_stage_task(self, Queue.EVALUATE, payload)

@@ -38,6 +38,8 @@ from shared.cotset import CotRecord
 from shared.datasets.base import Question
 from shared.errors import CotdError
 from shared.metrics import observe_teacher_request
+from shared.policy import check_api_key_env
+from shared.settings import get_settings
 from shared.specs import CotSetSpec, TeacherSpec
 
 log = logging.getLogger(__name__)
@@ -88,9 +90,6 @@ def api_key(t: TeacherSpec) -> str:
     """
     if not t.api_key_env:
         return NO_KEY
-    from shared.policy import check_api_key_env
-    from shared.settings import get_settings
-
     check_api_key_env(t.name, t.api_key_env, get_settings())
     key = os.environ.get(t.api_key_env)
     if not key:
@@ -102,8 +101,6 @@ def resolve_base_url(t: TeacherSpec) -> str:
     """The teacher's server URL, or COTD_TEACHER_URL when the grid names none."""
     if t.base_url:
         return t.base_url
-    from shared.settings import get_settings
-
     url = get_settings().teacher_url
     if not url:
         raise TeacherError(f"teacher {t.name}: kind {t.kind} needs base_url (or COTD_TEACHER_URL)")
@@ -149,10 +146,7 @@ def apply_chat_template(tokenizer: Any, messages: list[dict[str, str]]) -> str:
     except Exception:
         system = "\n\n".join(m["content"] for m in messages if m["role"] == "system")
         merged = [
-            {
-                "role": m["role"],
-                "content": f"{system}\n\n{m['content']}" if m["role"] == "user" and system else m["content"],
-            }
+            {"role": m["role"], "content": f"{system}\n\n{m['content']}" if m["role"] == "user" and system else m["content"]}
             for m in messages
             if m["role"] != "system"
         ]
@@ -321,9 +315,7 @@ async def _one(
                 )
                 limiter.succeeded()
                 if not reply.text.strip():
-                    return CotRecord(
-                        id=q.id, question=q.text, rationale=reply.text, error="empty reply from the teacher"
-                    )
+                    return CotRecord(id=q.id, question=q.text, rationale=reply.text, error="empty reply from the teacher")
                 return CotRecord(id=q.id, question=q.text, rationale=reply.text.strip())
         if not retry:
             break
@@ -351,9 +343,7 @@ async def generate_remote(
     todo = [q for i, q in unique.items() if i not in done]
     stats.resumed, stats.requested = len(done), len(todo)
     if done:
-        log.info(
-            "teacher %s: resuming, %d of %d items already done", spec.teacher.name, len(done), len(unique)
-        )
+        log.info("teacher %s: resuming, %d of %d items already done", spec.teacher.name, len(done), len(unique))
     limiter = AdaptiveLimiter(spec.teacher.concurrency, spec.teacher.name)
     stats.min_limit = limiter.limit
     own = client is None
@@ -396,9 +386,7 @@ def _run_sync(coro):
     return box["value"]
 
 
-def remote_records(
-    spec: CotSetSpec, questions: list[Question], workdir: Path, policy: RetryPolicy | None = None
-) -> list[CotRecord]:
+def remote_records(spec: CotSetSpec, questions: list[Question], workdir: Path, policy: RetryPolicy | None = None) -> list[CotRecord]:
     """Rationales from a tgi/openai teacher, one record per question (failures keep their error)."""
     if spec.level is None:
         raise ValueError(f"teacher {spec.teacher.name}: kind {spec.teacher.kind} needs a level (1-6)")
