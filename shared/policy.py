@@ -2,8 +2,8 @@
 
 - `api_key_env` may name only variables on the operator's allow-list (`COTD_API_KEY_ENV_ALLOW`), never a
   `COTD_*` one; checked at submit and again on the worker right before the variable is read.
-- Files a queue message names (dataset files, recorded-teacher files, local student models) are read by a
-  worker only under `COTD_DATA_ROOTS`.
+- Files a queue message names (dataset files, recorded- and human-teacher files, local student models and
+  .gguf files) are read by a worker only under `COTD_DATA_ROOTS`.
 - `trust_remote_code: true` from a queue message needs `COTD_ALLOW_REMOTE_CODE=true` on the worker.
 
 Embedded mode (`cotd run`) reads the user's own grid on the user's own machine: only the allow-list applies.
@@ -56,7 +56,7 @@ def _dataset_files(ref: DatasetRef, where: str) -> list[tuple[str, str]]:
 
 def _cot_files(cot: CotSetSpec) -> list[tuple[str, str]]:
     out = _dataset_files(cot.dataset, "dataset")
-    if cot.teacher.kind == "recorded" and cot.teacher.files:
+    if cot.teacher.kind in ("recorded", "human") and cot.teacher.files:
         out.append(
             (f"teacher {cot.teacher.name}.files", recorded_path(cot.teacher.files, cot.level, cot.format))
         )
@@ -65,7 +65,10 @@ def _cot_files(cot: CotSetSpec) -> list[tuple[str, str]]:
 
 def _student_files(st: StudentSpec) -> list[tuple[str, str]]:
     m = st.model
-    return [(f"student {st.name}.model", m)] if m.startswith(("/", ".", "~")) else []
+    local = m.startswith(("/", ".", "~")) or m.endswith(
+        ".gguf"
+    )  # as the grid loader tells paths from hub ids
+    return [(f"student {st.name}.model", m)] if local else []
 
 
 def spec_files(spec: CotSetSpec | CheckpointSpec | EvalSpec) -> list[tuple[str, str]]:

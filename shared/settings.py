@@ -71,6 +71,23 @@ class Settings(BaseSettings):
     lease_ttl_s: int = Field(
         60, gt=0, description="Lease on an artifact being built; renewed while its task runs."
     )
+    task_events: bool = Field(
+        False,
+        description="Workers send Celery task events (for flower / `celery events`); on in docker-compose.",
+    )
+    requeue_after_s: int = Field(
+        120,
+        gt=0,
+        description="A running task whose lease has lapsed this long is enqueued again (a dead worker's).",
+    )
+    supervise_every_s: float = Field(
+        15.0,
+        gt=0,
+        description="How often each worker's supervisor looks for lapsed leases and unfinished grids.",
+    )
+    cancel_check_s: float = Field(
+        1.0, ge=0, description="A running task checks at most this often whether its grid was cancelled."
+    )
     stage_mode: str = Field(
         "real", description="Workers: `real` stages, or `noop` trivial artifacts (benchmarks)."
     )

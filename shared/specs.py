@@ -8,7 +8,7 @@ checkpoint, test set and decoding settings. The same spec in two grids gives the
 from __future__ import annotations
 
 import re
-from functools import cached_property
+from functools import cached_property, lru_cache
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -123,8 +123,14 @@ class TeacherSpec(_Spec):
     files: str | dict[str, str] | None = Field(
         None,
         description="recorded: a path template with {level} and {format}, e.g. data/SVAMP_level{level}.json, "
-        "or a mapping format -> template (the paper keeps each format in its own files).",
+        "or a mapping format -> template (the paper keeps each format in its own files); human: one file "
+        "of the dataset's own rationales (default: those of the train file).",
     )
+    levels: list[int] | None = Field(
+        None,
+        description="Levels for this teacher instead of the grid's (the paper has some teachers at fewer).",
+    )
+    formats: list[Format] | None = Field(None, description="Formats for this teacher instead of the grid's.")
     concurrency: int = Field(8, gt=0, le=1024, description="Max requests in flight (adapts down on 429/503).")
     max_new_tokens: int = Field(512, gt=0, le=MAX_TOKENS, description="Generation budget per rationale.")
     temperature: float = Field(0.0, ge=0, le=5, description="Sampling temperature (0 = greedy).")
@@ -159,7 +165,7 @@ class TeacherSpec(_Spec):
                 "temperature": self.temperature,
                 "top_p": self.top_p,
             }
-        if self.kind == "recorded" and self.files:
+        if self.kind in ("recorded", "human") and self.files:
             path = recorded_path(self.files, level, fmt)
             ident["file_sha256"] = file_sha256(path) if Path(path).exists() else path
         return ident
@@ -182,7 +188,8 @@ class StudentSpec(_Spec):
 
     name: Name = Field(description="Label used in results and reports (see NAME_PATTERN).")
     model: str = Field(
-        description="Hub id, local path, or tiny:<size> (built offline by `cotd model init-tiny`)."
+        description="Hub id, local path, a .gguf file (converted once into the store, keyed by its sha256), "
+        "or tiny:<size> (built offline by `cotd model init-tiny`)."
     )
     revision: str | None = Field(None, description="Hub revision.")
     template: Template = Field("auto", description="Prompt template; auto = the tokenizer's chat template.")
@@ -195,8 +202,19 @@ class StudentSpec(_Spec):
     )
 
     def identity(self) -> dict[str, Any]:
-        """The fields that determine the trained student (not its label)."""
-        return self.model_dump(exclude={"name", "training", "method"})
+        """The fields that determine the trained student (not its label; a GGUF file by its sha256)."""
+        ident = self.model_dump(exclude={"name", "training", "method"})
+        path = Path(self.model).expanduser()
+        if self.model.endswith(".gguf") and path.is_file():
+            st = path.stat()
+            ident["model"] = {"gguf_sha256": _cached_sha256(str(path.resolve()), st.st_mtime_ns, st.st_size)}
+        return ident
+
+
+@lru_cache(maxsize=64)
+def _cached_sha256(path: str, mtime_ns: int, size: int) -> str:
+    """A model file's sha256, once per process and file version (every cell names the same file)."""
+    return file_sha256(path)
 
 
 class CotSetSpec(_Spec):

@@ -158,3 +158,19 @@ def test_member_path_refuses_a_symlinked_folder(tmp_path):
     (tmp_path / "out").symlink_to(tmp_path.parent)
     with pytest.raises(UnsafePath, match="symlink"):
         member_path(tmp_path, "out/file")
+
+
+def test_human_teacher_file_and_gguf_student_are_grid_files(tmp_path):
+    (tmp_path / "data").mkdir()
+    human = {"name": "hum", "kind": "human", "files": str(tmp_path / "private" / "rationales.json")}
+    cell = expand(
+        grid(teachers=[human], datasets=[{"name": "svamp", "train_file": str(tmp_path / "data" / "t.json")}])
+    )[0]
+    with pytest.raises(PolicyError, match=r"^teacher hum\.files: .*rationales\.json is outside"):
+        check_worker_spec(cell.cot, Settings(data_roots=str(tmp_path / "data")))
+    gguf = tmp_path / "data" / "m.gguf"
+    gguf.write_bytes(b"GGUF")
+    cell = expand(grid(students=[{"name": "g", "model": str(gguf)}]))[0]
+    check_worker_spec(cell.checkpoint, Settings(data_roots=str(tmp_path / "data")))
+    with pytest.raises(PolicyError, match=r"^student g\.model: .*m\.gguf is outside"):
+        check_worker_spec(cell.checkpoint, Settings(data_roots=str(tmp_path / "elsewhere")))
