@@ -135,6 +135,8 @@ def test_a_grid_file_outside_the_data_roots_is_never_opened(cluster):
     line = cluster.rejected("generator", gid)
     assert f"teacher rec.files: {private / 'secret_level1.json'} is outside the worker's data roots" in line
     assert f"(COTD_DATA_ROOTS: {cluster.data})" in line
+    assert wait_status(cluster, gid) == "failed"  # the cell fails with the reason; the grid does not hang
+    assert "is outside the worker's data roots" in cluster.state(gid).hash("reasons")[cell.key]
     assert not cluster.ctx.store.exists("cotsets", cell.cot.key)
 
 
@@ -153,6 +155,8 @@ def test_trust_remote_code_is_refused_unless_the_worker_allows_it(cluster):
     gid, cell = cluster.grid("sec-remote", students=[student])
     line = cluster.rejected("trainer", gid)
     assert "student rc: trust_remote_code is not allowed on this worker (COTD_ALLOW_REMOTE_CODE)" in line
+    assert wait_status(cluster, gid) == "failed"
+    assert "trust_remote_code is not allowed" in cluster.state(gid).hash("reasons")[cell.key]
     assert cluster.ctx.store.exists("cotsets", cell.cot.key)  # generation runs no student code
     assert not cluster.ctx.store.exists("checkpoints", cell.checkpoint.key)
     # an operator who allows it: a trainer with COTD_ALLOW_REMOTE_CODE=true takes the same work
