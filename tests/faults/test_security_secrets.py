@@ -16,16 +16,8 @@ from shared.orchestration.context import Context
 from shared.orchestration.state import GridState
 from shared.policy import PolicyError
 from shared.queues import TASK_NAMES, Queue
-from tests.integration.services import (
-    S3_SECRET,
-    Worker,
-    client_settings,
-    cotd_env,
-    moto_server,
-    redis_db,
-    scratch_dir,
-    wait_for,
-)
+from tests.faults.queue_cluster import QueueCluster, queue_cluster
+from tests.integration.services import S3_SECRET, wait_for
 from tests.integration.test_generator_faults import FaultServer
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -50,32 +42,21 @@ class Recorder(FaultServer):
 
 @pytest.fixture(scope="module")
 def cluster():
-    url = redis_db(REDIS_DB)
-    with scratch_dir("cotd-sec-secrets-") as root, moto_server(root) as endpoint, Recorder() as server:
-        env = cotd_env(
-            url,
-            endpoint,
-            BUCKET,
-            root / "worker-cache",
-            TEACHER_API_KEY=ALLOWED_KEY,
-            EXTRA_TOKEN=OTHER_SECRET,
-        )
-        worker = Worker("generator", env, root).start()
-        try:
-            yield {"root": root, "url": url, "endpoint": endpoint, "server": server, "worker": worker}
-        finally:
-            worker.stop()
+    with (
+        Recorder() as server,
+        queue_cluster(REDIS_DB, BUCKET, TEACHER_API_KEY=ALLOWED_KEY, EXTRA_TOKEN=OTHER_SECRET) as c,
+    ):
+        c.server = server
+        c.worker("generator")
+        yield c
 
 
-def ctx_for(c, **settings) -> Context:
+def ctx_for(c: QueueCluster, **settings) -> Context:
     """A submitter's context; `settings` stand for the submitter's own (untrusted) environment."""
-    s = client_settings(c["url"], c["endpoint"], BUCKET, c["root"] / "client-cache").model_copy(
-        update=settings
-    )
-    return Context(s)
+    return Context(c.ctx.settings.model_copy(update=settings))
 
 
-def openai_grid(c, name: str, api_key_env: str) -> dict:
+def openai_grid(c: QueueCluster, name: str, api_key_env: str) -> dict:
     return {
         "name": name,
         "datasets": [{"name": "arith", "train_size": 3, "test_size": 2}],
@@ -84,7 +65,7 @@ def openai_grid(c, name: str, api_key_env: str) -> dict:
                 "name": "remote",
                 "kind": "openai",
                 "model": f"model-{name}",  # its own CoT set key per test
-                "base_url": c["server"].url,
+                "base_url": c.server.url,
                 "api_key_env": api_key_env,
                 "max_retries": 0,
             }
@@ -94,11 +75,11 @@ def openai_grid(c, name: str, api_key_env: str) -> dict:
     }
 
 
-def submit(c, doc: dict, ctx: Context):
+def submit(c: QueueCluster, doc: dict, ctx: Context):
     from shared.grid import load_grid
     from shared.orchestration.submit import submit_grid
 
-    path = c["root"] / f"{doc['name']}.yaml"
+    path = c.root / f"{doc['name']}.yaml"
     path.write_text(yaml.safe_dump(doc))
     return submit_grid(load_grid(path), ctx)
 
@@ -112,10 +93,10 @@ def generate_state(ctx: Context, grid_id: str) -> tuple[str | None, str]:
 def test_an_allowed_api_key_reaches_the_teacher(cluster):
     """The positive control: the recorder sees the key of an allowed variable, and nothing else."""
     ctx = ctx_for(cluster)
-    before = len(cluster["server"].auth)
+    before = len(cluster.server.auth)
     res = submit(cluster, openai_grid(cluster, "sec-allowed", "TEACHER_API_KEY"), ctx)
     wait_for(lambda: generate_state(ctx, res.grid_id)[0] == "done", 60, "the CoT set", interval=0.3)
-    seen = cluster["server"].auth[before:]
+    seen = cluster.server.auth[before:]
     assert len(seen) == 3 and set(seen) == {f"Bearer {ALLOWED_KEY}"}
 
 
@@ -127,13 +108,13 @@ def test_submit_refuses_an_api_key_env_off_the_allow_list(cluster):
 def test_the_worker_refuses_it_even_when_the_submitter_allowed_it(cluster):
     """A submitter controls its own settings, so the worker checks its own allow-list before reading the variable."""
     ctx = ctx_for(cluster, api_key_env_allow="*")
-    before = len(cluster["server"].auth)
+    before = len(cluster.server.auth)
     res = submit(cluster, openai_grid(cluster, "sec-extra", "EXTRA_TOKEN"), ctx)
     wait_for(lambda: generate_state(ctx, res.grid_id)[0] == "failed", 60, "the CoT set to fail", interval=0.3)
     state, reason = generate_state(ctx, res.grid_id)
     assert "api_key_env EXTRA_TOKEN is not allowed (COTD_API_KEY_ENV_ALLOW: *_API_KEY,HF_TOKEN)" in reason
-    assert cluster["server"].auth[before:] == []  # not one request was sent
-    assert OTHER_SECRET not in cluster["worker"].log()
+    assert cluster.server.auth[before:] == []  # not one request was sent
+    assert OTHER_SECRET not in cluster.workers[0].log()
 
 
 def test_a_crafted_message_naming_a_cotd_secret_is_rejected_unsent(cluster):
@@ -150,14 +131,14 @@ def test_a_crafted_message_naming_a_cotd_secret_is_rejected_unsent(cluster):
     gs = GridState(ctx.redis, res.grid_id)
     payload = json.loads(gs.get("specs", next(a for a in gs.hash("specs") if a.startswith("generate:"))))
     payload["cot"]["teacher"] = openai_grid(cluster, "sec-evil", "COTD_S3_SECRET_KEY")["teachers"][0]
-    before = len(cluster["server"].auth)
+    before = len(cluster.server.auth)
     sent = ctx.app.send_task(
         TASK_NAMES[Queue.GENERATE], args=[payload], queue="generate", routing_key="generate"
     )
-    log = cluster["worker"]
+    log = cluster.workers[0]
     wait_for(lambda: f"rejected message {sent.id}" in log.log(), 30, "the worker to reject the message")
     line = next(ln for ln in log.log().splitlines() if f"rejected message {sent.id}" in ln)
     assert "cot.teacher.api_key_env" in line and "COTD_S3_SECRET_KEY is a cotd setting" in line
-    assert cluster["server"].auth[before:] == []
-    assert all(S3_SECRET not in a for a in cluster["server"].auth)
+    assert cluster.server.auth[before:] == []
+    assert all(S3_SECRET not in a for a in cluster.server.auth)
     assert S3_SECRET not in log.log()
