@@ -115,3 +115,46 @@ def test_metrics_server_binds_loopback_by_default_and_the_setting_otherwise(monk
             server.shutdown()
             server.server_close()
     settings_mod.get_settings.cache_clear()
+
+
+def _compose() -> dict:
+    import yaml
+
+    from tests.conftest import REPO_ROOT
+
+    return yaml.safe_load((REPO_ROOT / "docker-compose.yml").read_text())["services"]
+
+
+def test_compose_requires_a_redis_password_everywhere():
+    svcs = _compose()
+    redis_cmd = svcs["redis"]["command"]
+    assert redis_cmd[redis_cmd.index("--requirepass") + 1].startswith("${REDIS_PASSWORD:?")
+    assert svcs["redis"]["environment"]["REDISCLI_AUTH"].startswith("${REDIS_PASSWORD:?")  # the healthcheck's
+    for name in ("generator", "trainer", "evaluator", "generator-cpu", "trainer-cpu", "evaluator-cpu"):
+        env = svcs[name]["environment"]
+        assert env["COTD_REDIS_PASSWORD"].startswith("${REDIS_PASSWORD:?"), name
+        assert env["COTD_METRICS_HOST"] == "0.0.0.0", name  # set explicitly; the code's default is loopback
+
+
+@pytest.mark.parametrize(
+    ("root_pw", "s3_secret", "refused"),
+    [
+        ("change-me-to-a-long-random-string", "real-1", "MINIO_ROOT_PASSWORD"),
+        ("real-2", "change-me-x", "COTD_S3_SECRET_KEY"),
+        ("real-3", "real-4", None),
+    ],
+)
+def test_minio_init_stops_on_a_placeholder_password(root_pw, s3_secret, refused):
+    import os
+    import subprocess
+
+    script = _compose()["minio-init"]["command"][0].replace("$$", "$")
+    checks = script.split("mc alias")[0]  # the part before any mc call
+    env = {**os.environ, "MINIO_ROOT_PASSWORD": root_pw, "COTD_S3_SECRET_KEY": s3_secret}
+    res = subprocess.run(
+        ["sh", "-ec", checks + "echo checked"], env=env, capture_output=True, text=True, timeout=10
+    )
+    if refused:
+        assert res.returncode == 1 and res.stdout.strip() == f"{refused}: still the change-me... placeholder"
+    else:
+        assert res.returncode == 0 and res.stdout.strip() == "checked"
