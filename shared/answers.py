@@ -6,6 +6,9 @@
 - `grade_many(preds, golds, task)` grades a batch; MATH items that need sympy run in a process pool
   with a per-item timeout, and an item that times out is graded None (counted, never a crash).
 
+The paper's strict scoring (its regex for commonsense, MAmmoTH's `answer_clean` for math) lives in
+`shared.answers_strict` and is re-exported here: `strict_extract`, `strict_correct`, `strict_fields`.
+
 MATH equivalence lives in `shared.math_grading` (LaTeX normalisation, a small LaTeX->sympy
 converter, intervals/tuples/matrices); it is re-exported here as `math_equivalent`.
 """
@@ -17,6 +20,7 @@ from fractions import Fraction
 
 from pydantic import BaseModel
 
+from shared.answers_strict import strict_correct, strict_extract, strict_fields, strict_summary
 from shared.datasets.base import LETTERS, TaskType
 from shared.math_grading import (
     GradingTimeout,
@@ -37,6 +41,10 @@ __all__ = [
     "math_equivalent",
     "normalize_math",
     "parse_number",
+    "strict_correct",
+    "strict_extract",
+    "strict_fields",
+    "strict_summary",
 ]
 
 _ANSWER_IS = re.compile(r"answer\s*is(?-i:(?![a-z]))\s*[:：]?", re.I)

@@ -31,6 +31,8 @@ class CotRecord(BaseModel):
     gold: str | None = None
     parsed: bool = False
     correct: bool | None = None
+    extracted_strict: str | None = None  # the paper's strict reading of the answer (None: unparsed)
+    correct_strict: bool | None = None  # the paper's verdict; None when gold is unknown
     error: str | None = None
     kept: bool = True  # False when the filter policy (keep-correct) or a failure leaves it out of training
 
@@ -72,8 +74,11 @@ def parse_item(rec: Record, dataset: str, column: str | None = None) -> CotRecor
     if qfield == "instruction" and isinstance(extra, str) and extra.strip():
         q = f"{q}\n{extra}"
     if rec.data.get("error"):
-        return CotRecord(id=str(rec.data.get("id") or question_id(dataset, q)), question=normalize_text(q),
-                         error=str(rec.data["error"]))
+        return CotRecord(
+            id=str(rec.data.get("id") or question_id(dataset, q)),
+            question=normalize_text(q),
+            error=str(rec.data["error"]),
+        )
     rfield = rationale_field(rec, column)
     r = rec.data.get(rfield)
     if not isinstance(r, str):

@@ -1,7 +1,8 @@
 """The experiment grid: a YAML file, validated by pydantic, expanded into cells.
 
 A cell is dataset x teacher x level x format x student x seed. Teachers that write no
-levels (answer-only, human) give one cell per format-free combination, with level null.
+levels (answer-only, human) give one cell per format-free combination, with level null; a teacher
+with its own `levels` / `formats` uses those instead of the grid's.
 """
 
 from __future__ import annotations
@@ -29,11 +30,17 @@ class GridSpec(BaseModel):
     name: str = Field(description="Grid name, used in results and reports.")
     datasets: list[DatasetRef] = Field(min_length=1, description="Datasets to train and test on.")
     teachers: list[TeacherSpec] = Field(min_length=1, description="Teachers that write the CoT sets.")
-    levels: list[int] = Field(default_factory=lambda: [1, 2, 3, 4, 5, 6], min_length=1, description="Granularity levels.")
+    levels: list[int] = Field(
+        default_factory=lambda: [1, 2, 3, 4, 5, 6], min_length=1, description="Granularity levels."
+    )
     formats: list[Format] = Field(default_factory=lambda: ["cot"], min_length=1, description="CoT formats.")
     students: list[StudentSpec] = Field(min_length=1, description="Student models.")
-    training: TrainingConfig = Field(default_factory=TrainingConfig, description="Training settings for every student.")
-    evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig, description="Decoding and scoring settings.")
+    training: TrainingConfig = Field(
+        default_factory=TrainingConfig, description="Training settings for every student."
+    )
+    evaluation: EvaluationConfig = Field(
+        default_factory=EvaluationConfig, description="Decoding and scoring settings."
+    )
     seeds: list[int] = Field(default_factory=lambda: [100], min_length=1, description="Training seeds.")
 
     @field_validator("levels")
@@ -60,6 +67,21 @@ class GridSpec(BaseModel):
                 raise ValueError(f"teachers[{i}].model: required for a {t.kind} teacher")
             if t.kind == "procedural" and any(d.name != "arith" for d in self.datasets):
                 raise ValueError(f"teachers[{i}].kind: procedural writes only the arith dataset")
+<<<<<<< HEAD
+            if t.kind == "human" and t.files is not None and not isinstance(t.files, str):
+                raise ValueError(f"teachers[{i}].files: a human teacher takes one file, not a mapping")
+            if t.kind not in ("recorded", "human") and t.files is not None:
+                raise ValueError(f"teachers[{i}].files: only recorded and human teachers read files")
+            if not t.uses_levels and (t.levels or t.formats):
+                raise ValueError(f"teachers[{i}].levels: a {t.kind} teacher writes no levels or formats")
+            for lv in t.levels or []:
+                if not 1 <= lv <= 6:
+                    raise ValueError(f"teachers[{i}].levels: must be between 1 and 6, got {lv}")
+=======
+        for i, s in enumerate(self.students):
+            if s.model.endswith(".gguf") and not Path(s.model).expanduser().is_file():
+                raise ValueError(f"students[{i}].model: no such GGUF file {s.model}")
+>>>>>>> realmodels
         return self
 
 
@@ -108,11 +130,14 @@ def expand(grid: GridSpec) -> list[Cell]:
     cells = []
     for ds in grid.datasets:
         for t in grid.teachers:
+            levels, formats = t.levels or grid.levels, t.formats or grid.formats
             combos: list[tuple[int | None, str | None]] = (
-                [(lv, f) for lv in grid.levels for f in grid.formats] if t.uses_levels else [(None, None)]
+                [(lv, f) for lv in levels for f in formats] if t.uses_levels else [(None, None)]
             )
             for level, fmt in combos:
-                cot = CotSetSpec(dataset=ds, teacher=t, level=level, format=fmt, prompt_version=prompt_version(t.kind))
+                cot = CotSetSpec(
+                    dataset=ds, teacher=t, level=level, format=fmt, prompt_version=prompt_version(t.kind)
+                )
                 for st in grid.students:
                     training = apply_overrides(grid.training, st.training)
                     if st.method:
@@ -206,7 +231,7 @@ def _resolve_paths(data: dict[str, Any], base: Path) -> dict[str, Any]:
     """Make local paths absolute, relative to the grid file's folder.
 
     Dataset files and recorded-teacher files are always paths; a student's `model` is a path
-    only when it starts with "." or names an existing folder (otherwise it is a hub id).
+    only when it starts with ".", names a `.gguf` file or an existing folder (otherwise a hub id).
     """
 
     def path(v: Any) -> Any:
@@ -225,6 +250,6 @@ def _resolve_paths(data: dict[str, Any], base: Path) -> dict[str, Any]:
             t["files"] = path(t["files"])
     for s in out.get("students") or []:
         m = s.get("model") if isinstance(s, dict) else None
-        if isinstance(m, str) and (m.startswith(".") or (base / m).is_dir()):
+        if isinstance(m, str) and (m.startswith(".") or m.endswith(".gguf") or (base / m).is_dir()):
             s["model"] = path(m)
     return out

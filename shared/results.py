@@ -8,10 +8,22 @@ from typing import Any
 from shared.artifacts import ArtifactStore
 from shared.grid import Cell, GridSpec
 
-METRIC_FIELDS = ("accuracy", "ci_low", "ci_high", "n", "extraction_failure_rate", "mean_output_tokens")
+METRIC_FIELDS = (
+    "accuracy",
+    "ci_low",
+    "ci_high",
+    "accuracy_strict",
+    "ci_low_strict",
+    "ci_high_strict",
+    "n",
+    "extraction_failure_rate",
+    "mean_output_tokens",
+)
 
 
-def cell_row(cell: Cell, store: ArtifactStore, status: str | None = None, error: str | None = None) -> dict[str, Any]:
+def cell_row(
+    cell: Cell, store: ArtifactStore, status: str | None = None, error: str | None = None
+) -> dict[str, Any]:
     """The results row of a cell; metrics are null when its evaluation is not published."""
     ev = store.manifest("evals", cell.evaluation.key)
     cot = store.manifest("cotsets", cell.cot.key)

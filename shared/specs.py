@@ -7,7 +7,7 @@ checkpoint, test set and decoding settings. The same spec in two grids gives the
 
 from __future__ import annotations
 
-from functools import cached_property
+from functools import cached_property, lru_cache
 from pathlib import Path
 from typing import Any, Literal
 
@@ -70,23 +70,37 @@ class TeacherSpec(_Spec):
 
     name: str = Field(description="Label used in results and reports.")
     kind: TeacherKind = Field(description="procedural, answer-only, human, recorded, tgi or openai.")
-    model: str | None = Field(None, description="Teacher model id (tgi/openai); its tokenizer gives the chat template.")
+    model: str | None = Field(
+        None, description="Teacher model id (tgi/openai); its tokenizer gives the chat template."
+    )
     revision: str | None = Field(None, description="Model revision, part of the CoT set key.")
-    base_url: str | None = Field(None, description="Server URL (tgi: TGI root or .../generate; openai: .../v1).")
-    route: Literal["generate", "chat"] = Field("chat", description="tgi: /generate with the chat template, or /v1/chat/completions.")
+    base_url: str | None = Field(
+        None, description="Server URL (tgi: TGI root or .../generate; openai: .../v1)."
+    )
+    route: Literal["generate", "chat"] = Field(
+        "chat", description="tgi: /generate with the chat template, or /v1/chat/completions."
+    )
     api_key_env: str | None = Field(None, description="Name of the environment variable holding the API key.")
     files: str | dict[str, str] | None = Field(
         None,
         description="recorded: a path template with {level} and {format}, e.g. data/SVAMP_level{level}.json, "
-        "or a mapping format -> template (the paper keeps each format in its own files).",
+        "or a mapping format -> template (the paper keeps each format in its own files); human: one file "
+        "of the dataset's own rationales (default: those of the train file).",
     )
+    levels: list[int] | None = Field(
+        None,
+        description="Levels for this teacher instead of the grid's (the paper has some teachers at fewer).",
+    )
+    formats: list[Format] | None = Field(None, description="Formats for this teacher instead of the grid's.")
     concurrency: int = Field(8, gt=0, description="Max requests in flight (adapts down on 429/503).")
     max_new_tokens: int = Field(512, gt=0, description="Generation budget per rationale.")
     temperature: float = Field(0.0, ge=0, description="Sampling temperature (0 = greedy).")
     top_p: float | None = Field(None, gt=0, le=1, description="Nucleus sampling.")
     timeout_s: float = Field(120.0, gt=0, description="Per-request timeout.")
     max_retries: int = Field(6, ge=0, description="Retries per item before it is recorded as failed.")
-    filter: Literal["keep-all", "keep-correct"] = Field("keep-all", description="Keep every item, or only correct ones.")
+    filter: Literal["keep-all", "keep-correct"] = Field(
+        "keep-all", description="Keep every item, or only correct ones."
+    )
 
     @property
     def uses_levels(self) -> bool:
@@ -105,7 +119,7 @@ class TeacherSpec(_Spec):
                 "temperature": self.temperature,
                 "top_p": self.top_p,
             }
-        if self.kind == "recorded" and self.files:
+        if self.kind in ("recorded", "human") and self.files:
             path = recorded_path(self.files, level, fmt)
             ident["file_sha256"] = file_sha256(path) if Path(path).exists() else path
         return ident
@@ -116,7 +130,9 @@ def recorded_path(files: str | dict[str, str], level: int | None, fmt: str | Non
     fmt = fmt or "cot"
     if isinstance(files, dict):
         if fmt not in files:
-            raise ValueError(f"the recorded teacher has no files for format {fmt!r} (it has {', '.join(files)})")
+            raise ValueError(
+                f"the recorded teacher has no files for format {fmt!r} (it has {', '.join(files)})"
+            )
         files = files[fmt]
     return files.format(level=level, format=fmt)
 
@@ -125,16 +141,34 @@ class StudentSpec(_Spec):
     """A student model and how it is fine-tuned."""
 
     name: str = Field(description="Label used in results and reports.")
-    model: str = Field(description="Hub id, local path, or tiny:<size> (built offline by `cotd model init-tiny`).")
+    model: str = Field(
+        description="Hub id, local path, a .gguf file (converted once into the store, keyed by its sha256), "
+        "or tiny:<size> (built offline by `cotd model init-tiny`)."
+    )
     revision: str | None = Field(None, description="Hub revision.")
     template: Template = Field("auto", description="Prompt template; auto = the tokenizer's chat template.")
     method: Method | None = Field(None, description="Overrides training.method for this student.")
-    trust_remote_code: bool = Field(False, description="Allow the model's own code from the hub (off by default).")
-    training: TrainingOverrides = Field(default_factory=TrainingOverrides, description="Per-student overrides of `training:`.")
+    trust_remote_code: bool = Field(
+        False, description="Allow the model's own code from the hub (off by default)."
+    )
+    training: TrainingOverrides = Field(
+        default_factory=TrainingOverrides, description="Per-student overrides of `training:`."
+    )
 
     def identity(self) -> dict[str, Any]:
-        """The fields that determine the trained student (not its label)."""
-        return self.model_dump(exclude={"name", "training", "method"})
+        """The fields that determine the trained student (not its label; a GGUF file by its sha256)."""
+        ident = self.model_dump(exclude={"name", "training", "method"})
+        path = Path(self.model).expanduser()
+        if self.model.endswith(".gguf") and path.is_file():
+            st = path.stat()
+            ident["model"] = {"gguf_sha256": _cached_sha256(str(path.resolve()), st.st_mtime_ns, st.st_size)}
+        return ident
+
+
+@lru_cache(maxsize=64)
+def _cached_sha256(path: str, mtime_ns: int, size: int) -> str:
+    """A model file's sha256, once per process and file version (every cell names the same file)."""
+    return file_sha256(path)
 
 
 class CotSetSpec(_Spec):
@@ -174,7 +208,12 @@ class CheckpointSpec(_Spec):
         """Content key of the checkpoint."""
         return content_key(
             "checkpoint",
-            {"cot": self.cot.key, "student": self.student.identity(), "training": self.training.model_dump(), "seed": self.seed},
+            {
+                "cot": self.cot.key,
+                "student": self.student.identity(),
+                "training": self.training.model_dump(),
+                "seed": self.seed,
+            },
         )
 
 

@@ -55,7 +55,11 @@ def generate_stage(spec: CotSetSpec, store: ArtifactStore, check: Check | None =
 
 
 def resolve_student(student: StudentSpec, cot_key: str, dataset: str, store: ArtifactStore) -> str:
-    """A loadable model id: a hub id or path as given, or a built (and published) tiny student."""
+    """A loadable model id: a hub id or path as given, or a built (and published) tiny or GGUF student."""
+    if student.model.endswith(".gguf"):
+        from services.trainer.gguf_import import import_into_store
+
+        return str(store.fetch("models", import_into_store(student.model, store)))
     if not student.model.startswith("tiny:"):
         return student.model
     from services.trainer.tiny import init_tiny
@@ -106,7 +110,12 @@ def train_stage(
     )
     if not summary.get("complete"):
         return StageResult(kind="checkpoints", key=key, cached=False, manifest={"incomplete": summary})
-    manifest = {"student": spec.student.name, "base_model": spec.student.model, "cot_key": spec.cot.key, "train": summary}
+    manifest = {
+        "student": spec.student.name,
+        "base_model": spec.student.model,
+        "cot_key": spec.cot.key,
+        "train": summary,
+    }
     published = store.publish("checkpoints", key, out, manifest)
     log.info("published checkpoints/%s", key)
     shutil.rmtree(work, ignore_errors=True)
@@ -142,4 +151,3 @@ def evaluate_stage(spec: EvalSpec, store: ArtifactStore, device: str = "auto", c
     log.info("published evals/%s", key)
     shutil.rmtree(work, ignore_errors=True)
     return StageResult(kind="evals", key=key, cached=False, manifest=published)
-

@@ -63,7 +63,13 @@ from services.evaluator.errors import EvaluationError
 )
 @click.option("--limit", type=click.IntRange(min=0), default=None, help="Only the first N test items.")
 @click.option("--question-field", default=None, help="With --predictions: the question field.")
-@click.option("--output-field", default=None, help="With --predictions: the output field.")
+@click.option(
+    "--output-field",
+    "output_fields",
+    multiple=True,
+    help="With --predictions: the output field; repeat it or separate names by commas, the first "
+    "present in an item wins (items with none count as wrong).",
+)
 @click.option("--gold-field", default=None, help="With --predictions: the gold field.")
 @click.option("--device", default="auto", show_default=True)
 def evaluate(
@@ -82,11 +88,14 @@ def evaluate(
     backend: str,
     limit: int | None,
     question_field: str | None,
-    output_field: str | None,
+    output_fields: tuple[str, ...],
     gold_field: str | None,
     device: str,
 ) -> None:
     """Write predictions.jsonl and metrics.json (accuracy, 95% CI, n, extraction failures, tokens).
+
+    metrics.json has both `accuracy` (our flexible extraction) and `accuracy_strict` (the paper's:
+    its regex for commonsense sets, MAmmoTH's answer_clean for math); unparsed answers count as wrong.
 
     A malformed dataset item stops the command with one line naming the file and the line or
     index; the partial predictions of an interrupted evaluation in --out are kept.
@@ -96,8 +105,9 @@ def evaluate(
     if predictions:
         from services.evaluator.predictions import score_predictions
 
+        names = [n.strip() for f in output_fields for n in f.split(",") if n.strip()]
         metrics = score_predictions(
-            predictions, dataset, gold_file or predictions, out, question_field, output_field, gold_field
+            predictions, dataset, gold_file or predictions, out, question_field, names or None, gold_field
         )
     else:
         from services.evaluator.evaluate import evaluate_model

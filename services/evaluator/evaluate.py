@@ -4,9 +4,9 @@
 metrics = evaluate_model("ckpt/", questions, Path("out/"), EvaluationConfig())
 ```
 
-writes ``out/predictions.jsonl`` (id, prompt, output, extracted, gold, correct, rule, n_tokens) and
-``out/metrics.json`` (accuracy, Wilson 95% CI, n, extraction-failure rate, mean output tokens,
-wall time, tokens/s). Each finished batch is appended to ``out/predictions.partial.jsonl``, whose
+writes ``out/predictions.jsonl`` (id, prompt, output, extracted, gold, correct, rule, n_tokens, and the
+paper's strict extracted_strict / correct_strict) and ``out/metrics.json`` (accuracy, Wilson 95% CI,
+n, extraction-failure rate, accuracy_strict, mean output tokens, wall time, tokens/s). Each finished batch is appended to ``out/predictions.partial.jsonl``, whose
 first line fingerprints the model and the decoding settings; a rerun after a kill reuses the rows of
 a matching partial file and generates only the rest.
 """
@@ -25,9 +25,9 @@ from pathlib import Path
 from services.evaluator.errors import EvaluationError
 from services.evaluator.generate import Generation, generate_batched
 from services.trainer.templates import end_token, render_prompt
-from shared.answers import extract_answer, grade_many
+from shared.answers import extract_answer, grade_many, strict_fields, strict_summary
 from shared.config import EvaluationConfig
-from shared.datasets.base import Question
+from shared.datasets.base import Question, dataset_of
 from shared.device import pick_device
 
 log = logging.getLogger("cotd.evaluator")
@@ -64,7 +64,11 @@ def load_tokenizer(model_dir: str | Path, trust_remote_code: bool = False):
 
 
 def score_outputs(questions: list[Question], prompts: list[str], gens: list[Generation]) -> list[dict]:
-    """Prediction rows (id, prompt, output, extracted, gold, correct, rule, n_tokens); pure."""
+    """Prediction rows (id, prompt, output, extracted, gold, correct, rule, n_tokens, strict); pure.
+
+    The strict columns are the paper's scoring of the same output (`shared.answers_strict`); the
+    dataset is the one named in the question id.
+    """
     extracted = [extract_answer(g.text, q.task, q.choices) for q, g in zip(questions, gens, strict=True)]
     by_task: dict = {}
     for i, q in enumerate(questions):
@@ -85,6 +89,7 @@ def score_outputs(questions: list[Question], prompts: list[str], gens: list[Gene
             "grading_timeout": c is None,
             "rule": e.rule,
             "n_tokens": g.n_tokens,
+            **strict_fields(g.text, q.gold, dataset_of(q.id)),
         }
         for q, p, g, e, c in zip(questions, prompts, gens, extracted, graded, strict=True)
     ]
@@ -94,6 +99,9 @@ def summarize(
     rows: list[dict], wall_s: float, generated_tokens: int | None = None, generation_s: float | None = None
 ) -> dict:
     """metrics.json: accuracy with a Wilson 95% CI, n, extraction failures, output tokens, speed.
+
+    `accuracy` is our flexible extraction; `accuracy_strict` (with its interval) the paper's, both
+    counting an unparsed answer as wrong.
 
     `tokens_per_s` is `generated_tokens / generation_s` (the tokens this run generated, so a resumed
     run is not credited with earlier work); both default to all rows' tokens over `wall_s`.
@@ -116,6 +124,7 @@ def summarize(
         "grading_timeouts": sum(bool(r.get("grading_timeout", False)) for r in rows),
         "mean_output_tokens": tokens / n if n else 0.0,
         "rules": dict(Counter(r["rule"] for r in rows).most_common()),
+        **strict_summary(rows),
         "wall_s": wall_s,
         "generated_tokens": gen_tokens,
         "generation_s": gen_s,
@@ -288,6 +297,9 @@ def evaluate_model(
         )
         for i, r in zip(stale, fresh, strict=True):
             rows[i] = r
+    for q, r in zip(questions, rows, strict=True):
+        if "correct_strict" not in r:  # a row resumed from a partial file of an older version
+            r |= strict_fields(r["output"], q.gold, dataset_of(q.id))
     metrics = summarize(rows, time.perf_counter() - t0, generated_tokens, generation_s)
     metrics |= {
         "backend": chosen,

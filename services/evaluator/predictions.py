@@ -8,7 +8,10 @@ answer by question id: the id a loader gives the normalised question text (or th
 Field auto-detection (each can be forced):
 - question: the first of `QUESTION_FIELDS` present;
 - output: a ``<teacher>_output`` field if the item has one (the paper's MATH files, where ``output``
-  is the gold answer), else the first of `OUTPUT_FIELDS` present;
+  is the gold answer), else the first of `OUTPUT_FIELDS` present. Forced names are tried in order,
+  the first present winning (the paper's files mix ``gemini_output`` and ``chatgpt_output``); the
+  metrics count the items that used each field, and an item with none is scored wrong
+  (``n_no_output``), not a crash;
 - gold: the dataset loader reads `gold_file` (which may be the predictions file itself); with
   `gold_field`, that field of `gold_file` is the gold answer (a bare answer or "The answer is X").
 """
@@ -18,10 +21,11 @@ from __future__ import annotations
 import json
 import os
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from shared.answers import extract_answer, grade_many
+from shared.answers import extract_answer, grade_many, strict_fields, strict_summary
 from shared.datasets.base import DatasetError, TaskType, normalize_text, parse_choices, question_id
 from shared.datasets.files import Record, gold_from_text, read_records
 from shared.datasets.registry import canonical_name, load_questions, task_type
@@ -55,13 +59,18 @@ def question_field_of(rec: Record, forced: str | None = None) -> str:
     return _pick_field(rec, forced, QUESTION_FIELDS, "question")
 
 
-def output_field_of(rec: Record, forced: str | None = None) -> str:
-    """The field holding the model / teacher output of a record (see the module docstring)."""
-    if forced is None:
-        teacher = [k for k in rec.data if k.endswith("_output") and k != "output" and rec.data[k] is not None]
-        if teacher:
-            return teacher[0]
-    return _pick_field(rec, forced, OUTPUT_FIELDS, "output")
+def output_field_of(rec: Record, forced: Sequence[str] | None = None) -> str | None:
+    """The field holding the model / teacher output of a record, or None when it has none.
+
+    With `forced` names, the first one present (with a value) wins; otherwise a ``<teacher>_output``
+    field, then the first of `OUTPUT_FIELDS` (see the module docstring).
+    """
+    if forced:
+        return next((f for f in forced if rec.data.get(f) is not None), None)
+    teacher = [k for k in rec.data if k.endswith("_output") and k != "output" and rec.data[k] is not None]
+    if teacher:
+        return teacher[0]
+    return next((f for f in OUTPUT_FIELDS if f in rec.data), None)
 
 
 def gold_index(
@@ -98,15 +107,17 @@ def score_predictions(
     gold_file: str | Path,
     out_dir: str | Path,
     question_field: str | None = None,
-    output_field: str | None = None,
+    output_field: str | Sequence[str] | None = None,
     gold_field: str | None = None,
     timeout: float = 5.0,
 ) -> dict:
     """Extract and grade every prediction; write ``predictions.jsonl`` and ``metrics.json``.
 
     Returns the metrics: accuracy, ci_low / ci_high (Wilson 95%), n (scored), correct,
-    extraction_failure_rate, grading_timeouts (MATH items graded None, counted wrong),
-    n_predictions, n_unmatched and the count of each extraction rule.
+    extraction_failure_rate, grading_timeouts (MATH items graded None, counted wrong), the paper's
+    accuracy_strict (with its interval and unparsed count), n_predictions, n_unmatched,
+    output_fields (items per output field), n_no_output (items with none, scored wrong) and the
+    count of each extraction rule.
     """
     name = canonical_name(dataset)
     task = task_type(name)
@@ -114,11 +125,14 @@ def score_predictions(
     rows: list[dict] = []
     pending: list[tuple[str, Gold]] = []
     records = read_records(predictions_file)
+    forced = [output_field] if isinstance(output_field, str) else output_field
     unmatched = 0
+    used: Counter[str] = Counter()
     for rec in records:
         text = rec.text(question_field_of(rec, question_field))
-        out_name = output_field_of(rec, output_field)
-        raw = rec.data.get(out_name)
+        out_name = output_field_of(rec, forced)
+        used[out_name or ""] += 1
+        raw = rec.data.get(out_name) if out_name else None
         output = "" if raw is None else str(raw)
         own_id = rec.data.get("id")
         qid = own_id if isinstance(own_id, str) and own_id in golds else question_id(name, text)
@@ -126,18 +140,24 @@ def score_predictions(
         if gold is None:
             unmatched += 1
             continue
-        ext = extract_answer(output, task, gold.choices)
+        ext = extract_answer(output, task, gold.choices) if out_name else None
         rows.append(
             {
                 "id": qid,
                 "prompt": normalize_text(text),
                 "output": output,
-                "extracted": ext.value,
+                "extracted": ext.value if ext else None,
                 "gold": gold.answer,
-                "rule": ext.rule,
+                "rule": ext.rule if ext else "no_output",
+                **strict_fields(output if out_name else None, gold.answer, name),
             }
         )
-        pending.append((ext.value, gold))
+        pending.append((ext.value if ext else None, gold))
+    if used and set(used) == {""}:
+        looked = ", ".join(forced) if forced else f"<teacher>_output, {', '.join(OUTPUT_FIELDS)}"
+        raise DatasetError(
+            f"{Path(predictions_file).name}: no item has an output field (looked for {looked})"
+        )
     if not rows:
         raise DatasetError(
             f"{Path(predictions_file).name}: none of {len(records)} predictions matched a question of "
@@ -160,6 +180,9 @@ def score_predictions(
         "grading_timeouts": sum(r["grading_timeout"] for r in rows),
         "n_predictions": len(records),
         "n_unmatched": unmatched,
+        **strict_summary(rows),
+        "output_fields": {k: v for k, v in used.most_common() if k},
+        "n_no_output": used[""],
         "rules": dict(Counter(r["rule"] for r in rows).most_common()),
         "dataset": name,
         "task": task.value,

@@ -8,9 +8,9 @@ from pathlib import Path
 from typing import Any
 
 from services.generator.stats import cot_stats, token_counter
-from shared.answers import extract_answer, is_correct
+from shared.answers import extract_answer, is_correct, strict_fields
 from shared.cotset import COT_FILE, CotRecord, write_records
-from shared.datasets.base import Question, TaskType, parse_choices
+from shared.datasets.base import Question, TaskType, dataset_of, parse_choices
 from shared.datasets.splits import load_split
 from shared.errors import CotdError
 from shared.specs import CotSetSpec
@@ -34,7 +34,7 @@ def teacher_records(
     if kind == "answer-only":
         return offline.answer_only_records(questions)
     if kind == "human":
-        return offline.human_records(questions)
+        return offline.human_records(spec, questions)
     if kind == "recorded":
         return offline.recorded_records(spec, questions)
     from services.generator.teachers.remote import remote_records
@@ -45,7 +45,7 @@ def teacher_records(
 def grade_records(
     records: list[CotRecord], questions: list[Question], keep: str, task: TaskType | None = None
 ) -> list[CotRecord]:
-    """Parse "The answer is X", grade against gold, and apply the filter policy.
+    """Parse "The answer is X", grade against gold (ours and the paper's strict way), apply the filter.
 
     Records whose question is not among `questions` are still parsed when `task` is given (gold
     stays unknown, `correct` None). A reply without "The answer is" keeps its raw text, parsed False.
@@ -63,6 +63,7 @@ def grade_records(
             upd["parsed"] = ext.rule == "answer_is" and ext.value is not None
             if q is not None:
                 upd["correct"] = is_correct(ext.value, q.gold, rtask) if ext.value is not None else False
+                upd |= strict_fields(r.rationale, q.gold, dataset_of(q.id))
         correct = upd.get("correct", r.correct)
         upd["kept"] = r.error is None and bool(r.rationale) and (keep == "keep-all" or bool(correct))
         out.append(r.model_copy(update=upd))
@@ -79,7 +80,9 @@ def _count_outcomes(spec: CotSetSpec, records: list[CotRecord]) -> None:
         GENERATOR_RATIONALES.labels(teacher=spec.teacher.name, outcome=outcome).inc()
 
 
-def manifest_fields(spec: CotSetSpec, records: list[CotRecord], count_tokens: Callable[[str], int] | None, tokenizer: str) -> dict:
+def manifest_fields(
+    spec: CotSetSpec, records: list[CotRecord], count_tokens: Callable[[str], int] | None, tokenizer: str
+) -> dict:
     """The manifest of a CoT set (spec, teacher, sampling, statistics)."""
     return {
         "spec": json.loads(spec.model_dump_json()),
@@ -144,7 +147,9 @@ def build_cotset(
     from shared.datasets.registry import task_type
 
     # a recorded teacher without a train file uses the file's own questions (no gold: not graded)
-    recorded_only = spec.teacher.kind == "recorded" and spec.dataset.name != "arith" and not spec.dataset.train_file
+    recorded_only = (
+        spec.teacher.kind == "recorded" and spec.dataset.name != "arith" and not spec.dataset.train_file
+    )
     questions = [] if recorded_only else load_split(spec.dataset, "train")
     task = task_type(spec.dataset.name)
     records = grade_records(teacher_records(spec, questions, workdir, check), questions, spec.teacher.filter, task)

@@ -46,7 +46,11 @@ def _p90(xs: list[int]) -> float:
 
 
 def cot_stats(records: list[CotRecord], count_tokens: Callable[[str], int] | None = None) -> dict:
-    """Statistics of a CoT set; teacher_accuracy is None when no record has gold."""
+    """Statistics of a CoT set; teacher_accuracy is None when no record has gold.
+
+    `teacher_accuracy` is our flexible scoring, `teacher_accuracy_strict` the paper's (None when the
+    dataset has no strict rule); an unparsed answer is wrong in both.
+    """
     ok = [r for r in records if r.error is None and r.rationale]
     texts = [r.rationale or "" for r in ok]
     words = [len(t.split()) for t in texts]
@@ -57,6 +61,11 @@ def cot_stats(records: list[CotRecord], count_tokens: Callable[[str], int] | Non
         "kept": sum(r.kept for r in records),
         "answer_parsed_rate": sum(r.parsed for r in ok) / len(ok) if ok else 0.0,
         "teacher_accuracy": sum(bool(r.correct) for r in graded) / len(graded) if graded else None,
+        "teacher_accuracy_strict": (
+            sum(bool(r.correct_strict) for r in graded) / len(graded)
+            if graded and all(r.correct_strict is not None for r in graded)
+            else None
+        ),
         "mean_words": sum(words) / len(words) if words else 0.0,
         "p90_words": _p90(words),
         "mean_steps": sum(count_steps(t) for t in texts) / len(texts) if texts else 0.0,

@@ -1,4 +1,4 @@
-"""`cotd train` and `cotd model init-tiny`.
+"""`cotd train`, `cotd model init-tiny` and `cotd model import-gguf`.
 
 The training options are generated from `TrainingConfig`, so `cotd train --help` shows the same
 help text and defaults (the paper's) as the grid's `training:` block.
@@ -170,3 +170,21 @@ def init_tiny_cmd(out: Path, corpus: tuple[str, ...], size: str, seed: int) -> N
 
     path = init_tiny(out, corpus=list(corpus) or None, size=size, seed=seed)
     click.echo(str(path))
+
+
+@model.command("import-gguf")
+@click.argument("gguf_file", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("out", type=click.Path(file_okay=False, path_type=Path))
+@click.option(
+    "--dtype",
+    type=click.Choice(["bf16", "fp32"]),
+    default="fp32",
+    show_default=True,
+    help="Dtype of the saved weights (the GGUF tensors are dequantised first).",
+)
+def import_gguf_cmd(gguf_file: Path, out: Path, dtype: str) -> None:
+    """Convert a GGUF file (llama.cpp, Ollama, LM Studio) into a safetensors checkpoint with its tokenizer."""
+    from services.trainer.gguf_import import import_gguf
+
+    info = import_gguf(gguf_file, out, dtype=dtype)
+    click.echo(json.dumps(info))

@@ -15,6 +15,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import logging
+import os
 from pathlib import Path
 
 import torch
@@ -158,6 +159,15 @@ def save_checkpoint(model, tok, out_dir: Path, cfg: TrainingConfig, state_dict: 
     tok.save_pretrained(out_dir)
     if cfg.method in ("lora", "qlora") and cfg.merge_lora:
         merge_adapter(out_dir)
+
+
+def default_file_modes(folder: Path) -> None:
+    """Give every file in `folder` the mode a new file gets (safetensors writes its weights 0600)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    for p in Path(folder).rglob("*"):
+        if p.is_file():
+            p.chmod(0o666 & ~umask)
 
 
 def merge_adapter(adapter_dir: Path, dtype: torch.dtype | None = None) -> None:

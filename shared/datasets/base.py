@@ -52,6 +52,11 @@ def question_id(dataset: str, text: str) -> str:
     return f"{dataset}-{digest}"
 
 
+def dataset_of(qid: str) -> str:
+    """The dataset name inside a `question_id` (``"svamp-0a1b2c3d4e5f"`` -> ``"svamp"``)."""
+    return qid.rsplit("-", 1)[0]
+
+
 class DatasetError(CotdError, ValueError):
     """A dataset file or item is malformed; the message names the file and the item."""
 

@@ -4,6 +4,7 @@ Local files:
 - MATH-500 / MATH JSONL (``problem``, ``solution``, ``answer``): gold is ``answer``;
 - the original MATH items (``problem``, ``solution``): gold is the last ``\\boxed{}`` of the solution;
 - the paper's files (``problem``, ``solution``, ``output`` = gold, ``<teacher>_output`` = rationale).
+  A question's own rationale (the `human` teacher's) is the solution, else the teacher's output.
   About 5% of their ``output`` values were cut at the first ``}`` (``\\frac{1}`` for
   ``\\frac{1}{2}``); when the solution's last ``\\boxed{}`` extends the cut value, it is the gold.
 """
@@ -57,10 +58,10 @@ def from_record(rec: Record) -> Question:
             raise rec.error("field 'solution': no \\boxed{} answer")
         gold = boxed[0]
     tf = teacher_field(rec)
-    if tf is not None:
-        rationale = rec.text(tf, allow_empty=True)
+    if solution.strip():  # the human rationale (the paper's math_human uses the solution)
+        rationale = f"{solution.strip()}\nThe answer is {gold}"
     else:
-        rationale = f"{solution.strip()}\nThe answer is {gold}" if solution.strip() else None
+        rationale = rec.text(tf, allow_empty=True) if tf is not None else None
     return make_question(NAME, problem, gold, TASK, None, rationale)
 
 

@@ -21,6 +21,7 @@ from shared.report.document import Section, to_markdown
 from shared.report.html import render_html
 from shared.report.plots import FORMAT_PLOT, LEVEL_PLOT, TEACHER_PLOT, write_plots
 from shared.report.recommend import recommendations
+from shared.report.strict import strict_tables
 from shared.report.tables import (
     TEACHER_LEVEL_RULE,
     Table,
@@ -181,6 +182,7 @@ def build_report(
     t_teacher = teacher_tables(conds, comparer)
     t_format = format_tables(conds, comparer)
     t_gain = gain_tables(conds, comparer)
+    t_strict = strict_tables(conds)
     recs = recommendations(conds, comparer)
     set_stats = collect_set_stats(conds, cot_stats_loader, warnings)
     t_stats, t_corr, corr_records = cot_tables(conds, set_stats)
@@ -198,7 +200,9 @@ def build_report(
             "seed": BOOTSTRAP_SEED,
             "statistic": "mean paired difference A - B over items",
         },
-        "accuracy": "mean over seeds",
+        "accuracy": "mean over seeds of `accuracy`, our flexible extraction, in every table but the strict one",
+        "accuracy_strict": "the paper's strict extraction (its regex for commonsense sets, MAmmoTH's "
+        "answer_clean for math), in the strict-scoring tables",
         "interval": "the cell's own 95% interval for one seed; Wilson interval of pooled counts for several",
         "best_ties": "coarser level / first listed column",
         "teacher_table_level": TEACHER_LEVEL_RULE,
@@ -211,7 +215,9 @@ def build_report(
             f"Grid **{grid_name}**: {len(cells)} cells, {len(cells) - len(missing)} done, {len(missing)} missing; "
             f"{len(conds)} conditions over {len(datasets)} dataset(s) ({', '.join(datasets) or '—'}), "
             f"{len(students)} student(s) and {len(seeds)} seed(s).",
-            f"Accuracy is the mean over seeds with a 95% interval. Significance: {conventions['test']}, "
+            "Accuracy is the mean over seeds with a 95% interval, scored by our flexible extraction "
+            '(`accuracy`) in every table and test; "Strict scoring" sets the paper\'s strict extraction '
+            f"(`accuracy_strict`) beside it. Significance: {conventions['test']}, "
             f"p < {ALPHA}. A difference that is not significant is reported as such: at small scale it may be "
             f"seed noise, not a finding.",
         ],
@@ -253,6 +259,12 @@ def build_report(
             paragraphs=[] if t_gain else ["Skipped: no answer-only or human cell to compare with."],
         ),
         Section(
+            "Strict scoring",
+            "strict",
+            tables=t_strict,
+            paragraphs=[] if t_strict else ["Skipped: the results carry no strict accuracy."],
+        ),
+        Section(
             "CoT set statistics",
             "cot-stats",
             tables=t_stats + t_corr,
@@ -275,7 +287,7 @@ def build_report(
         sections.append(Section("Warnings", "warnings", bullets=list(dict.fromkeys(warnings))))
 
     title = f"cotd report — {grid_name}"
-    all_tables = t_level + t_teacher + t_format + t_gain + t_stats + t_corr
+    all_tables = t_level + t_teacher + t_format + t_gain + t_strict + t_stats + t_corr
     report: dict[str, Any] = {
         "grid": grid_name,
         "conventions": conventions,

@@ -86,6 +86,7 @@ class Cell:
     eval_key: str | None
     cot_key: str | None
     missing_reason: str | None = None
+    accuracy_strict: float | None = None  # the paper's strict scoring; None when not reported
 
     @property
     def missing(self) -> bool:
@@ -201,6 +202,7 @@ def normalise_cell(index: int, raw: Any) -> Cell:
         eval_key=raw.get("eval_key") or None,
         cot_key=raw.get("cot_key") or None,
         missing_reason="; ".join(reasons) if reasons else None,
+        accuracy_strict=_as_float(raw.get("accuracy_strict")),
     )
 
 
@@ -227,6 +229,14 @@ class Condition:
     def accuracy(self) -> float:
         """Mean accuracy over seeds."""
         return self.summary.mean
+
+    @property
+    def accuracy_strict(self) -> float | None:
+        """Mean over seeds of the paper's strict accuracy; None unless every seed reports it."""
+        vals = [c.accuracy_strict for c in self.cells]
+        if not vals or any(v is None for v in vals):
+            return None
+        return sum(vals) / len(vals)  # type: ignore[arg-type]
 
     @property
     def n(self) -> int:
@@ -257,6 +267,7 @@ class Condition:
         return {
             **self.key.to_json(),
             "accuracy": s.mean,
+            "accuracy_strict": self.accuracy_strict,
             "ci_low": lo,
             "ci_high": hi,
             "half_ci": (hi - lo) / 2.0,

@@ -16,14 +16,18 @@ from shared.report.cells import ANSWER_ONLY, COT, HUMAN, Condition, CondKey
 from shared.report.compare import ALPHA, Comparer, Comparison
 
 MARK = "*"
+SCORING_NOTE = (
+    'Scoring: `accuracy`, our flexible extraction (the last "The answer is", then fallbacks); the '
+    'section "Strict scoring" gives `accuracy_strict`, the paper\'s.'
+)
 ROW_LEGEND = (
-    f"Each cell: accuracy ± half the 95% interval (items scored), in percent; mean over seeds when there are "
+    f"{SCORING_NOTE} Each cell: accuracy ± half the 95% interval (items scored), in percent; mean over seeds when there are "
     f"several. **Bold**: best in the row. `{MARK}`: differs from the row's best cell, exact McNemar "
     f"p < {ALPHA} on items paired by (seed, question id). No mark where items could not be paired or the "
     f"difference is not significant."
 )
 GAIN_LEGEND = (
-    f"Gain: accuracy of the CoT cell minus its baseline (same dataset, student and seed), in percentage "
+    f"{SCORING_NOTE} Gain: accuracy of the CoT cell minus its baseline (same dataset, student and seed), in percentage "
     f"points, averaged over common seeds. `{MARK}`: exact McNemar p < {ALPHA} on paired items. "
     f"'—': no baseline cell with a common seed."
 )

@@ -28,12 +28,20 @@ def answer_only_records(questions: list[Question]) -> list[CotRecord]:
     return [CotRecord(id=q.id, question=q.text, rationale=f"The answer is {q.gold}") for q in questions]
 
 
-def human_records(questions: list[Question]) -> list[CotRecord]:
-    """The dataset's own rationales, ending "The answer is X" (appended when absent)."""
+def human_records(spec: CotSetSpec, questions: list[Question]) -> list[CotRecord]:
+    """The dataset's own rationales, ending "The answer is X" (appended when absent).
+
+    With `files`, they are read from that file (e.g. the paper's ``*_human_annotation.json``) and
+    joined to the train questions like a recorded teacher's; otherwise they are the train file's.
+    """
+    if spec.teacher.files:
+        return recorded_records(spec, questions)
     out = []
     for q in questions:
         if not q.rationale:
-            out.append(CotRecord(id=q.id, question=q.text, error="the dataset has no human rationale for this item"))
+            out.append(
+                CotRecord(id=q.id, question=q.text, error="the dataset has no human rationale for this item")
+            )
             continue
         r = q.rationale.strip()
         if "the answer is" not in r.lower():
