@@ -76,14 +76,12 @@ class Settings(BaseSettings):
         description="Workers send Celery task events (for flower / `celery events`); on in docker-compose.",
     )
     requeue_after_s: int = Field(
-        120,
+        90,
         gt=0,
-        description="A running task whose lease has lapsed this long is enqueued again (a dead worker's).",
+        description="A running task whose lease has not been renewed for this long (a dead worker's) is enqueued again.",
     )
     supervise_every_s: float = Field(
-        15.0,
-        gt=0,
-        description="How often each worker's supervisor looks for lapsed leases and unfinished grids.",
+        10.0, gt=0, description="How often each worker's supervisor looks for lapsed leases and unfinished grids."
     )
     cancel_check_s: float = Field(
         1.0, ge=0, description="A running task checks at most this often whether its grid was cancelled."

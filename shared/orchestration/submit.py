@@ -141,25 +141,21 @@ def enqueue(ctx: Context, gs: GridState, aids: list[str], allowed: tuple[str, ..
     stage = split_id(aids[0])[0]
     queue = Queue(stage)
     sent = []
-    pipe_ids: dict[str, str] = {}
     moved = gs.set_art(aids, "queued", allowed=allowed)
-    try:
-        for i, aid in enumerate(moved):
-            payload = gs.get("specs", aid)
-            if payload is None:
-                continue
-            try:
-                res = ctx.app.send_task(
-                    TASK_NAMES[queue], args=[json.loads(payload)], queue=str(queue), routing_key=str(queue)
-                )
-            except Exception:
-                gs.set_art(moved[i:], allowed[0], allowed=("queued",))
-                raise
-            pipe_ids[aid] = res.id
-            sent.append(aid)
-    finally:
-        if pipe_ids:
-            ctx.redis.hset(gs.k("tasks"), mapping=pipe_ids)
+    for i, aid in enumerate(moved):
+        payload = gs.get("specs", aid)
+        if payload is None:
+            continue
+        task_id = str(uuid.uuid4())
+        ctx.redis.hset(gs.k("tasks"), aid, task_id)  # before the send: a worker may look it up at once
+        try:
+            ctx.app.send_task(
+                TASK_NAMES[queue], args=[json.loads(payload)], queue=str(queue), routing_key=str(queue), task_id=task_id
+            )
+        except Exception:
+            gs.set_art(moved[i:], allowed[0], allowed=("queued",))
+            raise
+        sent.append(aid)
     return sent
 
 

@@ -336,7 +336,7 @@ async def generate_remote(
 ) -> list[CotRecord]:
     """Ask the teacher for every question not yet in the journal; records in question order.
 
-    `check()` is called before each item's request; an exception it raises stops the run (a
+    `check()` is called after each item is journaled; an exception it raises stops the run (a
     cancelled grid), and the journaled replies are kept.
     """
     policy = policy or RetryPolicy()
@@ -357,11 +357,11 @@ async def generate_remote(
     results: dict[str, CotRecord] = dict(done)
 
     async def run(q: Question) -> None:
-        if check:
-            check()
         rec = await _one(q, spec, client, limiter, policy, stats)
         journal.append(rec)
         results[q.id] = rec
+        if check:
+            check()
 
     try:
         await asyncio.gather(*(run(q) for q in todo))
