@@ -244,7 +244,7 @@ def check_images(images: list[str]) -> None:
         "import glob, importlib.util as u, os, shutil, sys, torch\n"
         "bad = [p for p in ('/opt/cotd', '/src', '/.git', '/opt/venv/.git') if os.path.exists(p)]\n"
         "bad += [m for m in ('tests.integration', 'tests.stack', 'bench') if u.find_spec(m.split('.')[0]) and u.find_spec(m)]\n"
-        "bad += sorted(set(os.listdir('/home/cotd')) - {'.cache'})\n"
+        "bad += sorted(set(os.listdir('/home/cotd')) - {'.cache', *os.listdir('/etc/skel')})\n"
         "bad += glob.glob('/opt/**/.env', recursive=True) + glob.glob('/home/**/.env', recursive=True)\n"
         "bad += [t for t in ('pip', 'pip3', 'gcc', 'cc', 'g++', 'make') if shutil.which(t)]\n"
         "bad += ['pip module'] if u.find_spec('pip') else []\n"
