@@ -153,7 +153,9 @@ if [ -n "${COTD_STACK_CUDA:-}" ]; then # opt-in (several GB of CUDA wheels): the
     "${COMPOSE[@]}" --profile gpu build trainer >"$WORK/build-cuda.log" 2>&1 || { tail -40 "$WORK/build-cuda.log"; exit 1; }
   images="$images cotd/cuda:local"
 fi
-docker image prune -f >/dev/null # the untagged images that rebuilds leave behind (not the build cache)
+# Drop the cpu images that a rebuild untagged (compose labels the final stage only: the build stage,
+# which is the layer cache, stays)
+docker image prune -f --filter label=com.docker.compose.image.builder >/dev/null
 build_s=$(($(date +%s) - t_build))
 say "images built in $build_s s"
 docker image ls --format '{{.Repository}}:{{.Tag}} {{.Size}}' | grep -v '^standin' | sort | sed 's/^/   /'
