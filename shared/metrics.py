@@ -546,13 +546,18 @@ def served_collector(role: str | None = None) -> Collector:
 
 
 def start_metrics_server(
-    port: int, addr: str = "0.0.0.0", role: str | None = None
+    port: int, addr: str | None = None, role: str | None = None
 ) -> tuple[Any, threading.Thread]:
     """Serve ``/metrics`` on ``addr:port`` in a daemon thread; returns ``(server, thread)``.
 
+    ``addr`` defaults to ``COTD_METRICS_HOST`` (127.0.0.1; compose sets 0.0.0.0 for Prometheus).
     Port 0 picks a free port (read it from ``server.server_port``). A worker passes its `role`, so it
     exports only its own stage's series (see :func:`served_collector`).
     """
+    if addr is None:
+        from shared.settings import get_settings
+
+        addr = get_settings().metrics_host
     server, thread = start_http_server(port, addr=addr, registry=served_collector(role))
     log.info("metrics served on %s:%s/metrics", addr, server.server_port)
     return server, thread

@@ -28,13 +28,13 @@ def _questions(n: int) -> list:
         ("tgi", "generate", "", None),
         ("tgi", "generate", "/generate", None),
         ("tgi", "chat", "", None),
-        ("openai", "chat", "/v1", "COTD_TEST_TEACHER_KEY"),
+        ("openai", "chat", "/v1", "TEST_TEACHER_API_KEY"),
     ],
 )
 def test_clients_over_http(
     teacher_url: str, tiny_teacher: Path, tmp_path: Path, monkeypatch, kind, route, suffix, key_env
 ) -> None:
-    monkeypatch.setenv("COTD_TEST_TEACHER_KEY", "sk-test")
+    monkeypatch.setenv("TEST_TEACHER_API_KEY", "sk-test")
     t = TeacherSpec(
         name=f"{kind}-{route}",
         kind=kind,
