@@ -291,11 +291,11 @@ def check_reach(network: str, model_dir: Path) -> None:
     try:
         local = ["python", "-m", "shared.metrics", "--check", "http://127.0.0.1:80/health"]
         wait_for(
-            lambda: subprocess.run(["docker", "exec", name, *local]).returncode == 0,
+            lambda: subprocess.run(["docker", "exec", name, *local], capture_output=True).returncode == 0,
             180,
             "the loopback teacher",
         )
-        rc = subprocess.run(["docker", "exec", name, *test[1:]]).returncode
+        rc = subprocess.run(["docker", "exec", name, *test[1:]], capture_output=True).returncode
         assert rc != 0, "the teacher-cpu healthcheck passes for a server that other containers cannot reach"
     finally:
         sh("docker", "rm", "-f", name, check=False)
@@ -311,11 +311,13 @@ def check_reach(network: str, model_dir: Path) -> None:
         try:
             local = ["python", "-c", "import socket; socket.create_connection(('127.0.0.1', 9100), 2)"]
             wait_for(
-                lambda c=cname, lc=local: subprocess.run(["docker", "exec", c, *lc]).returncode == 0,
+                lambda c=cname, lc=local: (
+                    subprocess.run(["docker", "exec", c, *lc], capture_output=True).returncode == 0
+                ),
                 60,
                 "a /metrics server",
             )
-            rc = subprocess.run(["docker", "exec", cname, *wtest[1:]]).returncode
+            rc = subprocess.run(["docker", "exec", cname, *wtest[1:]], capture_output=True).returncode
             assert (rc == 0) == (want == 0), f"worker healthcheck exit {rc} for a server bound to {bind}"
         finally:
             sh("docker", "rm", "-f", cname, check=False)
