@@ -152,10 +152,10 @@ def grid_doc(name: str, level: int, seed: int, max_steps: int) -> dict:
         "kind": "tgi",
         "model": "stack-teacher",
         "concurrency": 1,
-        "max_new_tokens": 24,
+        "max_new_tokens": 16,
     }
     doc["teachers"].append(served)
-    doc["datasets"][0].update(train_size=48, test_size=16)
+    doc["datasets"][0].update(train_size=24, test_size=16)
     doc["evaluation"].update(test_size=16, max_new_tokens=24, batch_size=16)
     return doc
 
@@ -400,7 +400,7 @@ def check_scale_and_kill() -> None:
 @step("stop with a task running: every container exits on SIGTERM within its grace period")
 def check_stop() -> None:
     ctx = host_context()
-    grid_id, _ = submit(grid_doc("stack-stop", level=3, seed=13, max_steps=30))
+    grid_id, _ = submit(grid_doc("stack-stop", level=1, seed=13, max_steps=30))
     gs = GridState(ctx.redis, grid_id)
     wait_for(lambda: running_train(gs) is not None, 600, "a training task to start", interval=0.5)
     ids = compose("ps", "-q").split()
