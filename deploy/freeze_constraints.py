@@ -2,8 +2,8 @@
 
 The versions are those installed in the current environment (what ``pip freeze`` shows), restricted
 to what ``pip install .`` needs on Linux x86-64 / CPython 3.11 (no ``[dev]`` extra). PyTorch and its
-CUDA runtime wheels are left out on purpose: the trainer and evaluator images take them from their
-CUDA base image, the generator image installs ``torch==TORCH_VERSION`` from the CPU wheel index.
+CUDA runtime wheels are left out on purpose: both images install ``torch==TORCH_VERSION`` from
+``TORCH_INDEX_URL``, the CPU wheel index (cotd/cpu) or a CUDA one (cotd/cuda), which brings its CUDA wheels.
 
 Usage: ``python deploy/freeze_constraints.py [--check]`` (``--check`` exits 1 if the file is stale).
 """
@@ -21,7 +21,7 @@ from packaging.requirements import Requirement
 REPO_ROOT = Path(__file__).resolve().parents[1]
 OUT = REPO_ROOT / "Dockerfiles" / "constraints.txt"
 
-# Supplied by the base image (CUDA) or the CPU wheel index, never pinned here.
+# Supplied by the torch wheel index (CPU or CUDA), never pinned here.
 EXCLUDED = re.compile(r"^(torch|triton|nvidia-.*|pytorch-triton.*|cuda-.*)$")
 # Markers of the images: Linux, x86-64, CPython 3.11.
 ENV = {
@@ -91,8 +91,8 @@ def render(pins: dict[str, str]) -> str:
         "# Exact versions for the images: the runtime closure of pyproject.toml's dependencies,\n"
         "# as installed in the development environment. Regenerate with\n"
         "#   python deploy/freeze_constraints.py\n"
-        "# torch (and its CUDA wheels) is not pinned here: the CUDA images keep their base image's torch,\n"
-        "# the CPU image installs torch==$TORCH_VERSION from the CPU wheel index.\n"
+        "# torch (and its CUDA wheels) is not pinned here: both images install torch==$TORCH_VERSION\n"
+        "# from $TORCH_INDEX_URL, the CPU wheel index or a CUDA one.\n"
     )
     return head + "".join(f"{n}=={v}\n" for n, v in pins.items())
 

@@ -152,10 +152,10 @@ def grid_doc(name: str, level: int, seed: int, max_steps: int) -> dict:
         "kind": "tgi",
         "model": "stack-teacher",
         "concurrency": 1,
-        "max_new_tokens": 24,
+        "max_new_tokens": 16,
     }
     doc["teachers"].append(served)
-    doc["datasets"][0].update(train_size=48, test_size=16)
+    doc["datasets"][0].update(train_size=24, test_size=16)
     doc["evaluation"].update(test_size=16, max_new_tokens=24, batch_size=16)
     return doc
 
@@ -291,11 +291,11 @@ def check_reach(network: str, model_dir: Path) -> None:
     try:
         local = ["python", "-m", "shared.metrics", "--check", "http://127.0.0.1:80/health"]
         wait_for(
-            lambda: subprocess.run(["docker", "exec", name, *local]).returncode == 0,
+            lambda: subprocess.run(["docker", "exec", name, *local], capture_output=True).returncode == 0,
             180,
             "the loopback teacher",
         )
-        rc = subprocess.run(["docker", "exec", name, *test[1:]]).returncode
+        rc = subprocess.run(["docker", "exec", name, *test[1:]], capture_output=True).returncode
         assert rc != 0, "the teacher-cpu healthcheck passes for a server that other containers cannot reach"
     finally:
         sh("docker", "rm", "-f", name, check=False)
@@ -311,11 +311,13 @@ def check_reach(network: str, model_dir: Path) -> None:
         try:
             local = ["python", "-c", "import socket; socket.create_connection(('127.0.0.1', 9100), 2)"]
             wait_for(
-                lambda c=cname, lc=local: subprocess.run(["docker", "exec", c, *lc]).returncode == 0,
+                lambda c=cname, lc=local: (
+                    subprocess.run(["docker", "exec", c, *lc], capture_output=True).returncode == 0
+                ),
                 60,
                 "a /metrics server",
             )
-            rc = subprocess.run(["docker", "exec", cname, *wtest[1:]]).returncode
+            rc = subprocess.run(["docker", "exec", cname, *wtest[1:]], capture_output=True).returncode
             assert (rc == 0) == (want == 0), f"worker healthcheck exit {rc} for a server bound to {bind}"
         finally:
             sh("docker", "rm", "-f", cname, check=False)
@@ -398,7 +400,7 @@ def check_scale_and_kill() -> None:
 @step("stop with a task running: every container exits on SIGTERM within its grace period")
 def check_stop() -> None:
     ctx = host_context()
-    grid_id, _ = submit(grid_doc("stack-stop", level=3, seed=13, max_steps=30))
+    grid_id, _ = submit(grid_doc("stack-stop", level=1, seed=13, max_steps=30))
     gs = GridState(ctx.redis, grid_id)
     wait_for(lambda: running_train(gs) is not None, 600, "a training task to start", interval=0.5)
     ids = compose("ps", "-q").split()
