@@ -67,7 +67,6 @@ class GridSpec(BaseModel):
                 raise ValueError(f"teachers[{i}].model: required for a {t.kind} teacher")
             if t.kind == "procedural" and any(d.name != "arith" for d in self.datasets):
                 raise ValueError(f"teachers[{i}].kind: procedural writes only the arith dataset")
-<<<<<<< HEAD
             if t.kind == "human" and t.files is not None and not isinstance(t.files, str):
                 raise ValueError(f"teachers[{i}].files: a human teacher takes one file, not a mapping")
             if t.kind not in ("recorded", "human") and t.files is not None:
@@ -77,11 +76,9 @@ class GridSpec(BaseModel):
             for lv in t.levels or []:
                 if not 1 <= lv <= 6:
                     raise ValueError(f"teachers[{i}].levels: must be between 1 and 6, got {lv}")
-=======
         for i, s in enumerate(self.students):
             if s.model.endswith(".gguf") and not Path(s.model).expanduser().is_file():
                 raise ValueError(f"students[{i}].model: no such GGUF file {s.model}")
->>>>>>> realmodels
         return self
 
 
