@@ -79,7 +79,9 @@ class Estimate(BaseModel):
 
     value: float | None = Field(description="The figure; None when it cannot be estimated.")
     estimated: bool = Field(description="True when a length or a throughput was not counted or measured.")
-    notes: list[str] = Field(default_factory=list, description="What was estimated, or why there is no value.")
+    notes: list[str] = Field(
+        default_factory=list, description="What was estimated, or why there is no value."
+    )
 
 
 class Plan(BaseModel):
@@ -90,7 +92,9 @@ class Plan(BaseModel):
     generate: StageCount
     train: StageCount
     evaluate: StageCount
-    server_generate: int = Field(description="Generate tasks that call a teacher server (the rest read files).")
+    server_generate: int = Field(
+        description="Generate tasks that call a teacher server (the rest read files)."
+    )
     teacher_tokens: Estimate = Field(description="Prompt + rationale tokens of the server teachers.")
     training_tokens: Estimate = Field(description="Tokens the trainer processes (all epochs).")
     evaluation_tokens: Estimate = Field(description="Prompt + generated tokens of the evaluations.")
@@ -191,10 +195,14 @@ def student_parameters(student: StudentSpec) -> int | None:
     return None
 
 
-def tokens_per_s(entries: list[dict[str, Any]], stage: str, method: str, params: int) -> tuple[float, bool, str]:
+def tokens_per_s(
+    entries: list[dict[str, Any]], stage: str, method: str, params: int
+) -> tuple[float, bool, str]:
     """(tokens/s, measured, source) for a stage and method at `params` parameters, scaled from the table."""
     want = method if stage == "train" else "greedy"
-    cands = [e for e in entries if e["stage"] == stage and e["method"] == ("lora" if want == "qlora" else want)]
+    cands = [
+        e for e in entries if e["stage"] == stage and e["method"] == ("lora" if want == "qlora" else want)
+    ]
     if not cands:
         raise ValueError(f"no {stage} throughput for method {method!r} in {THROUGHPUT_FILE.name}")
     ref = min(cands, key=lambda e: abs(e["parameters"] - params))
@@ -203,6 +211,23 @@ def tokens_per_s(entries: list[dict[str, Any]], stage: str, method: str, params:
 
 
 # --- the plan ----------------------------------------------------------------------------------
+
+
+def published_keys(store: str | None, context=None) -> dict[str, set[str]]:
+    """Keys already published, by kind: none, a local store folder, or ``settings`` (the configured store)."""
+    if store is None:
+        return {}
+    if store == "settings":
+        if context is None:
+            raise ValueError("--store settings needs the configured context")
+        st = context().store
+    else:
+        from shared.artifacts import LocalStore
+
+        if not Path(store).is_dir():
+            raise FileNotFoundError(f"--store {store}: no such folder")
+        st = LocalStore(store)
+    return {kind: set(st.keys(kind)) for kind in ("cotsets", "checkpoints", "evals")}
 
 
 def _count(keys: dict[str, Any], published: set[str]) -> StageCount:
@@ -286,8 +311,12 @@ def plan_grids(
         train=_count(cks, published.get("checkpoints", set())),
         evaluate=_count(cells, published.get("evals", set())),
         server_generate=sum(c.cot.teacher.kind in SERVER_KINDS for c in todo_cots.values()),
-        teacher_tokens=Estimate(value=teacher, estimated=teacher_est, notes=[length_note] if teacher_est else []),
-        training_tokens=Estimate(value=train_tok, estimated=train_est, notes=[length_note] if train_est else []),
+        teacher_tokens=Estimate(
+            value=teacher, estimated=teacher_est, notes=[length_note] if teacher_est else []
+        ),
+        training_tokens=Estimate(
+            value=train_tok, estimated=train_est, notes=[length_note] if train_est else []
+        ),
         evaluation_tokens=Estimate(
             value=eval_tok,
             estimated=True,
@@ -297,7 +326,9 @@ def plan_grids(
         evaluate_gpu_hours=Estimate(value=eval_h, estimated=bool(eval_notes), notes=sorted(eval_notes)),
         gpu_hours=Estimate(value=total, estimated=est),
         gpus=gpus,
-        hours_on_gpus=Estimate(value=total / gpus, estimated=est, notes=["every GPU kept busy by the queues"]),
+        hours_on_gpus=Estimate(
+            value=total / gpus, estimated=est, notes=["every GPU kept busy by the queues"]
+        ),
         throughput=entries,
     )
 
@@ -326,7 +357,10 @@ def format_plan(plan: Plan) -> str:
     ]
     width = [max(len(r[i]) for r in rows) for i in range(4)]
     lines = [f"grids: {', '.join(plan.grids)} ({plan.cells} cells)", ""]
-    lines += ["  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, width, strict=True))) for r in rows]
+    lines += [
+        "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, width, strict=True)))
+        for r in rows
+    ]
     hours = plan.hours_on_gpus.value
     lines += [
         "",

@@ -32,7 +32,12 @@ def status_doc(gs) -> dict:
     meta = gs.meta()
     states, reasons, labels = gs.cells(), gs.hash("reasons"), gs.hash("labels")
     cells = [
-        {"cell": k, "label": labels.get(k, k), "state": st, **({"reason": reasons[k]} if k in reasons else {})}
+        {
+            "cell": k,
+            "label": labels.get(k, k),
+            "state": st,
+            **({"reason": reasons[k]} if k in reasons else {}),
+        }
         for k, st in sorted(states.items(), key=lambda kv: labels.get(kv[0], kv[0]))
     ]
     return {
@@ -72,6 +77,28 @@ def submit_cmd(grid_file: Path, as_json: bool) -> None:
     click.echo(res.grid_id)
 
 
+@grid.command("plan")
+@click.argument("grid_files", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=Path))
+@click.option(
+    "--gpus", type=click.IntRange(min=1), default=8, show_default=True, help="GPUs for the wall-clock figure."
+)
+@click.option(
+    "--store",
+    "store",
+    default=None,
+    help="Count cache hits in this local store folder, or 'settings' for the configured store (COTD_STORE).",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the plan as JSON.")
+def plan_cmd(grid_files: tuple[Path, ...], gpus: int, store: str | None, as_json: bool) -> None:
+    """What GRID_FILES will cost: tasks after de-duplication and cache hits, tokens, GPU-hours."""
+    from shared.grid import load_grid
+    from shared.plan import format_plan, plan_grids, published_keys
+
+    grids = [load_grid(f) for f in grid_files]
+    plan = plan_grids(grids, published_keys(store, _ctx), gpus=gpus)
+    click.echo(plan.model_dump_json(indent=2) if as_json else format_plan(plan))
+
+
 @grid.command("status")
 @click.argument("grid_id")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
@@ -87,7 +114,9 @@ def status_cmd(grid_id: str, as_json: bool) -> None:
     for stage in ("generate", "train", "evaluate"):
         st = doc["stages"].get(stage, {})
         parts = [f"{k} {v}" for k, v in sorted(st.items()) if v and k not in ("total", "computed")]
-        click.echo(f"  {stage:9s} total {st.get('total', 0)}, built {st.get('computed', 0)}: {', '.join(parts) or '-'}")
+        click.echo(
+            f"  {stage:9s} total {st.get('total', 0)}, built {st.get('computed', 0)}: {', '.join(parts) or '-'}"
+        )
     for cell in doc["cells"]:
         reason = f"  {cell['reason']}" if "reason" in cell else ""
         click.echo(f"  {cell['state']:9s} {cell['label']}{reason}")
@@ -130,7 +159,9 @@ def cancel_cmd(grid_id: str) -> None:
     from shared.orchestration.submit import cancel_grid
 
     res = cancel_grid(_ctx(), _grid_state(grid_id))
-    click.echo(f"{grid_id}: cancelled {res['cells']} cells, {res['artifacts']} artifacts; revoked {res['revoked']} tasks")
+    click.echo(
+        f"{grid_id}: cancelled {res['cells']} cells, {res['artifacts']} artifacts; revoked {res['revoked']} tasks"
+    )
 
 
 @grid.command("list")
@@ -148,7 +179,9 @@ def list_cmd(limit: int) -> None:
 
 @click.command("worker")
 @click.argument("role", type=click.Choice(sorted(ROLE_QUEUES)))
-@click.option("--metrics-port", type=int, default=None, help="Port of /metrics (default COTD_METRICS_PORT; -1: none).")
+@click.option(
+    "--metrics-port", type=int, default=None, help="Port of /metrics (default COTD_METRICS_PORT; -1: none)."
+)
 @click.option("--concurrency", type=int, default=None, help="Tasks at once (default: generator 4, others 1).")
 @click.option("--loglevel", default="INFO", show_default=True)
 def worker(role: str, metrics_port: int | None, concurrency: int | None, loglevel: str) -> None:
