@@ -13,7 +13,7 @@ and estimates
 Lengths come from the data where the data is here: question and rationale lengths of local files
 (recorded teachers, human rationales, answer-only), counted with the regex token counter of
 `services.generator.stats`; rationales a live teacher has not written yet use the paper's mean length
-at that level (`PAPER_MEAN_WORDS`). Everything that is not counted from data is marked.
+at that level (`services.generator.lengths.PAPER_MEAN_WORDS`). Everything that is not counted from data is marked.
 """
 
 from __future__ import annotations
@@ -32,9 +32,6 @@ from shared.specs import CotSetSpec, DatasetRef, StudentSpec, TeacherSpec, recor
 
 THROUGHPUT_FILE = Path(__file__).resolve().parents[1] / "bench" / "results" / "throughput.json"
 SERVER_KINDS = ("tgi", "openai")
-#: mean words of a rationale at each level: the mean of the paper's SVAMP GPT-4o and StrategyQA
-#: LLaMA-70B files (35/39/50/58/69/81 and 28/48/70/80/114/125)
-PAPER_MEAN_WORDS: dict[int, float] = {1: 31.5, 2: 43.5, 3: 60.0, 4: 69.0, 5: 91.5, 6: 103.0}
 #: BPE tokens per regex token (word runs and punctuation marks) and regex tokens per word, measured
 #: with the SmolLM2 tokenizer on 300 rationales each of the paper's SVAMP, StrategyQA, OpenBookQA and
 #: MATH files (1.24 / 1.11 / 1.03 / 1.32 and 1.16 / 1.15 / 1.15 / 1.30)
@@ -162,7 +159,9 @@ def rationale_tokens(cot: CotSetSpec) -> tuple[float, bool]:
 
         probs = make_problems(cot.dataset.arith, "train", 200)
         return _mean(_tokens(rationale(p, cot.level or 1, cot.format or "cot")) for p in probs), True
-    words = PAPER_MEAN_WORDS[cot.level or 3]
+    from services.generator.lengths import paper_level_words
+
+    words = paper_level_words()[cot.level or 3]
     return words * REGEX_TOKENS_PER_WORD * BPE_PER_REGEX_TOKEN, False
 
 
