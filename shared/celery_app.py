@@ -11,6 +11,10 @@ Timeouts (production values; every one is overridable, see docs/distributed.md):
   inside the task, so the cell is failed with that reason) comes 10 minutes earlier.
 - ``worker_prefetch_multiplier`` = 1: a trainer holds no message it is not working on, so a queued
   training job is never stuck behind a 10-hour one on another GPU.
+
+Poison messages: the broker transport and the worker's consumer are the ones of
+``shared.orchestration.poison``, which dead-letter (``cotd:dead``) a message that cannot become a
+task instead of stopping the worker. Task events (for flower) follow ``COTD_TASK_EVENTS``.
 """
 
 from __future__ import annotations
@@ -22,7 +26,11 @@ from shared.queues import TASK_NAMES, Queue, task_routes
 from shared.settings import Settings, get_settings
 
 HOUR = 3600
-TIME_LIMITS_S: dict[Queue, int] = {Queue.GENERATE: 12 * HOUR, Queue.TRAIN: 24 * HOUR, Queue.EVALUATE: 6 * HOUR}
+TIME_LIMITS_S: dict[Queue, int] = {
+    Queue.GENERATE: 12 * HOUR,
+    Queue.TRAIN: 24 * HOUR,
+    Queue.EVALUATE: 6 * HOUR,
+}
 """Hard time limit per stage task."""
 SOFT_MARGIN_S = 600
 """The soft limit comes this long before the hard one."""
@@ -33,6 +41,8 @@ def make_app(settings: Settings | None = None) -> Celery:
     s = settings or get_settings()
     app = Celery("cotd", broker=s.redis_url, backend=None, include=["shared.orchestration.tasks"])
     app.conf.update(
+        broker_transport="shared.orchestration.poison:Transport",
+        worker_consumer="shared.orchestration.poison:Consumer",
         task_serializer="json",
         result_serializer="json",
         accept_content=["json"],
@@ -47,13 +57,14 @@ def make_app(settings: Settings | None = None) -> Celery:
         task_queues=[KombuQueue(str(q), routing_key=str(q)) for q in Queue],
         task_routes=task_routes(),
         task_annotations={
-            TASK_NAMES[q]: {"time_limit": lim, "soft_time_limit": lim - SOFT_MARGIN_S} for q, lim in TIME_LIMITS_S.items()
+            TASK_NAMES[q]: {"time_limit": lim, "soft_time_limit": lim - SOFT_MARGIN_S}
+            for q, lim in TIME_LIMITS_S.items()
         },
         broker_transport_options={"visibility_timeout": s.visibility_timeout_s},
         broker_connection_retry_on_startup=True,
         worker_hijack_root_logger=False,
-        worker_send_task_events=False,
-        task_send_sent_event=False,
+        worker_send_task_events=s.task_events,
+        task_send_sent_event=s.task_events,
         enable_utc=True,
     )
     return app

@@ -519,14 +519,31 @@ def series_names() -> set[str]:
 
 
 # ----------------------------------------------------------------------------------------- healthcheck
+def own_address() -> str:
+    """This host's address on its network (in a container: the one other containers connect to)."""
+    import socket
+
+    try:
+        return socket.gethostbyname(socket.gethostname())
+    except OSError:
+        return "127.0.0.1"
+
+
+def local_url(port: int | None = None, path: str = "/metrics") -> str:
+    """``path`` on ``port`` (default ``$COTD_METRICS_PORT``, 9100) of this container's own address."""
+    return f"http://{own_address()}:{port or os.environ.get('COTD_METRICS_PORT', '9100')}{path}"
+
+
 def check_url(url: str | None = None, timeout: float = 4.0) -> bool:
-    """True when ``url`` (default: this container's ``/metrics``) answers 2xx; for Docker HEALTHCHECKs."""
+    """True when ``url`` (default: :func:`local_url`) answers 2xx; for Docker HEALTHCHECKs.
+
+    Probing the container's network address rather than 127.0.0.1 makes the check fail when the
+    server listens on loopback only, where no other container can reach it.
+    """
     import urllib.request
 
-    if url is None:
-        url = f"http://127.0.0.1:{os.environ.get('COTD_METRICS_PORT', '9100')}/metrics"
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as resp:  # noqa: S310 - local health probe
+        with urllib.request.urlopen(url or local_url(), timeout=timeout) as resp:  # noqa: S310 - health probe
             return 200 <= resp.status < 300
     except OSError:
         return False
@@ -537,12 +554,18 @@ def main(argv: list[str] | None = None) -> int:
     import argparse
 
     ap = argparse.ArgumentParser(prog="python -m shared.metrics", description=main.__doc__)
-    ap.add_argument("--check", nargs="?", const="", metavar="URL", help="probe URL (default: local /metrics)")
+    ap.add_argument(
+        "--check", nargs="?", const="", metavar="URL", help="probe URL (default: this container's /metrics)"
+    )
+    ap.add_argument(
+        "--port", type=int, default=None, help="without URL: the port to probe on the own address"
+    )
+    ap.add_argument("--path", default="/metrics", help="without URL: the path to probe")
     args = ap.parse_args(argv)
     if args.check is None:
         ap.print_help()
         return 2
-    return 0 if check_url(args.check or None) else 1
+    return 0 if check_url(args.check or local_url(args.port, args.path)) else 1
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 from pydantic import BaseModel
@@ -18,6 +19,8 @@ from shared.specs import CheckpointSpec, CotSetSpec, EvalSpec, StudentSpec
 
 log = logging.getLogger("cotd.stages")
 TINY_VERSION = "tiny-v1"
+Check = Callable[..., None]
+"""Called by a stage at every step, batch or item; raises to stop it (e.g. a cancelled grid)."""
 
 
 class StageResult(BaseModel):
@@ -35,8 +38,8 @@ def _fresh(path: Path) -> Path:
     return path
 
 
-def generate_stage(spec: CotSetSpec, store: ArtifactStore) -> StageResult:
-    """Build and publish a CoT set (cotsets/<key>)."""
+def generate_stage(spec: CotSetSpec, store: ArtifactStore, check: Check | None = None) -> StageResult:
+    """Build and publish a CoT set (cotsets/<key>); `check()` runs before each teacher request."""
     from services.generator.build import build_cotset
 
     key = spec.key
@@ -44,7 +47,7 @@ def generate_stage(spec: CotSetSpec, store: ArtifactStore) -> StageResult:
         return StageResult(kind="cotsets", key=key, cached=True, manifest=m)
     work = store.scratch("cotsets", key)
     out = _fresh(work / "out")
-    manifest = build_cotset(spec, work, out)
+    manifest = build_cotset(spec, work, out, check=check)
     published = store.publish("cotsets", key, out, manifest)
     log.info("published cotsets/%s", key)
     shutil.rmtree(work, ignore_errors=True)
@@ -74,9 +77,13 @@ def resolve_student(student: StudentSpec, cot_key: str, dataset: str, store: Art
 
 
 def train_stage(
-    spec: CheckpointSpec, store: ArtifactStore, device: str = "auto", stop_after: int | None = None
+    spec: CheckpointSpec,
+    store: ArtifactStore,
+    device: str = "auto",
+    stop_after: int | None = None,
+    check: Check | None = None,
 ) -> StageResult:
-    """Fine-tune the student on the CoT set and publish checkpoints/<key>."""
+    """Fine-tune the student on the CoT set and publish checkpoints/<key>; `check()` runs every step."""
     from services.trainer.recipe import train_sft
     from shared.cotset import read_training_pairs
 
@@ -99,6 +106,7 @@ def train_stage(
         trust_remote_code=spec.student.trust_remote_code,
         device_setting=device,
         stop_after=stop_after,
+        on_step=check,
     )
     if not summary.get("complete"):
         return StageResult(kind="checkpoints", key=key, cached=False, manifest={"incomplete": summary})
@@ -114,8 +122,8 @@ def train_stage(
     return StageResult(kind="checkpoints", key=key, cached=False, manifest=published)
 
 
-def evaluate_stage(spec: EvalSpec, store: ArtifactStore, device: str = "auto") -> StageResult:
-    """Score the checkpoint on the test split and publish evals/<key> (predictions + metrics)."""
+def evaluate_stage(spec: EvalSpec, store: ArtifactStore, device: str = "auto", check: Check | None = None) -> StageResult:
+    """Score the checkpoint on the test split and publish evals/<key>; `check()` runs every batch."""
     from services.evaluator.evaluate import evaluate_model
     from shared.datasets.splits import load_split
 
@@ -136,6 +144,7 @@ def evaluate_stage(spec: EvalSpec, store: ArtifactStore, device: str = "auto") -
         template=spec.checkpoint.student.template,
         device_setting=device,
         trust_remote_code=spec.checkpoint.student.trust_remote_code,
+        check=check,
     )
     manifest = {"checkpoint_key": spec.checkpoint.key, "dataset": spec.dataset.name, "metrics": metrics}
     published = store.publish("evals", key, out, manifest)

@@ -19,6 +19,7 @@ import logging
 import os
 import time
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 
 from services.evaluator.errors import EvaluationError
@@ -219,8 +220,12 @@ def evaluate_model(
     device_setting: str = "auto",
     trust_remote_code: bool = False,
     backend: str | None = None,
+    check: Callable[[], None] | None = None,
 ) -> dict:
     """Generate, extract and grade; write predictions.jsonl and metrics.json into `out_dir`.
+
+    `check()` is called after every batch is saved; an exception it raises stops the run (a
+    cancelled grid), and the saved batches are kept for a rerun.
 
     `backend` is ``transformers`` (default, works everywhere), ``vllm`` (needs the package) or
     ``auto``; when None, the config's ``backend`` field is used if it has one.
@@ -265,6 +270,8 @@ def evaluate_model(
             now = time.perf_counter()
             _observe_batch(rows, now - last)
             last = now
+            if check:
+                check()
 
         if chosen == "vllm":
             from services.evaluator.vllm_backend import generate_vllm

@@ -19,8 +19,13 @@ MANIFEST_FILE = "manifest.json"
 SERVER_KINDS = ("tgi", "openai")
 
 
-def teacher_records(spec: CotSetSpec, questions: list[Question], workdir: Path) -> list[CotRecord]:
-    """Ask the spec's teacher for a rationale per question (servers resume from `workdir`)."""
+def teacher_records(
+    spec: CotSetSpec, questions: list[Question], workdir: Path, check: Callable[[], None] | None = None
+) -> list[CotRecord]:
+    """Ask the spec's teacher for a rationale per question (servers resume from `workdir`).
+
+    `check()` is called before each request to a teacher server (offline teachers take no time).
+    """
     from services.generator.teachers import offline
 
     kind = spec.teacher.kind
@@ -34,7 +39,7 @@ def teacher_records(spec: CotSetSpec, questions: list[Question], workdir: Path) 
         return offline.recorded_records(spec, questions)
     from services.generator.teachers.remote import remote_records
 
-    return remote_records(spec, questions, workdir)
+    return remote_records(spec, questions, workdir, check=check)
 
 
 def grade_records(
@@ -131,7 +136,9 @@ class TeacherUnavailable(CotdError, ConnectionError):
     """Every request to a teacher server failed: an outage, retried by the workers with backoff."""
 
 
-def build_cotset(spec: CotSetSpec, workdir: Path, out_dir: Path, count_tokens=None) -> dict:
+def build_cotset(
+    spec: CotSetSpec, workdir: Path, out_dir: Path, count_tokens=None, check: Callable[[], None] | None = None
+) -> dict:
     """Write `cot.jsonl` into `out_dir` and return the manifest fields (spec, filter, stats).
 
     Token statistics use `count_tokens` when given, else the teacher's tokenizer when it loads
@@ -145,7 +152,7 @@ def build_cotset(spec: CotSetSpec, workdir: Path, out_dir: Path, count_tokens=No
     )
     questions = [] if recorded_only else load_split(spec.dataset, "train")
     task = task_type(spec.dataset.name)
-    records = grade_records(teacher_records(spec, questions, workdir), questions, spec.teacher.filter, task)
+    records = grade_records(teacher_records(spec, questions, workdir, check), questions, spec.teacher.filter, task)
     if spec.teacher.kind in SERVER_KINDS:
         _count_outcomes(spec, records)
         if records and all(r.error for r in records):

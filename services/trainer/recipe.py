@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -45,11 +46,14 @@ def train_sft(
     trust_remote_code: bool = False,
     device_setting: str = "auto",
     stop_after: int | None = None,
+    on_step: Callable[[dict], None] | None = None,
 ) -> dict:
     """Fine-tune `model_id` on (question, rationale) pairs; write the checkpoint to `out_dir`.
 
     Resumable: state is saved under `workdir` every `cfg.save_every_steps` steps, and a rerun
     with the same arguments continues from it. Returns a summary with `complete`.
+    `on_step(record)` is called after every step in this process (not in spawned ranks); an
+    exception it raises stops the run (a cancelled grid).
     """
     out_dir, workdir = Path(out_dir), Path(workdir)
     if not pairs:
@@ -82,7 +86,9 @@ def train_sft(
         )
     workdir.mkdir(parents=True, exist_ok=True)
     par = Parallel(ResponseLoss(model), model, mode, info, device, use_bf16(cfg, device))
-    summary = run_loop(par, examples, cfg, seed, workdir, tok.pad_token_id, device, stop_after=stop_after)
+    summary = run_loop(
+        par, examples, cfg, seed, workdir, tok.pad_token_id, device, on_step=on_step, stop_after=stop_after
+    )
     summary |= {"examples": len(examples), "truncated": n_trunc, "method": cfg.method, "parallel": mode}
     if summary["steps"] < summary["total_steps"]:
         return summary | {"complete": False}

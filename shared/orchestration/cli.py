@@ -46,6 +46,7 @@ def status_doc(gs) -> dict:
         "status": meta.get("status"),
         "created_at": float(meta.get("created_at", 0)),
         "finished_at": float(meta["finished_at"]) if meta.get("finished_at") else None,
+        **({"reason": meta["reason"]} if meta.get("reason") else {}),
         "counts": gs.counts(),
         "stages": gs.stage_counts(),
         "cells": cells,
@@ -109,7 +110,8 @@ def status_cmd(grid_id: str, as_json: bool) -> None:
         click.echo(json.dumps(doc, indent=2))
         return
     c = doc["counts"]
-    click.echo(f"grid {doc['grid_id']} ({doc['name']}): {doc['status']}")
+    reason = f" ({doc['reason']})" if "reason" in doc else ""
+    click.echo(f"grid {doc['grid_id']} ({doc['name']}): {doc['status']}{reason}")
     click.echo("cells: " + ", ".join(f"{k} {v}" for k, v in c.items() if v))
     for stage in ("generate", "train", "evaluate"):
         st = doc["stages"].get(stage, {})
@@ -145,7 +147,10 @@ def wait_cmd(grid_id: str, timeout: float | None, interval: float) -> None:
             sys.exit(2)
         time.sleep(interval)
     if status != "done":
-        for cell in status_doc(gs)["cells"]:
+        doc = status_doc(gs)
+        if "reason" in doc:
+            click.echo(f"  {doc['reason']}", err=True)
+        for cell in doc["cells"]:
             if cell["state"] in ("failed", "cancelled"):
                 reason = f": {cell['reason']}" if "reason" in cell else ""
                 click.echo(f"  {cell['state']} {cell['label']}{reason}", err=True)
@@ -175,6 +180,29 @@ def list_cmd(limit: int) -> None:
         gs = GridState(r, gid)
         c = gs.counts()
         click.echo(f"{gid}  {gs.status()}  " + ", ".join(f"{k} {v}" for k, v in c.items() if v))
+
+
+@grid.command("dead")
+@click.option("--limit", type=int, default=20, show_default=True, help="Show the newest N records.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.option("--clear", is_flag=True, help="Empty the list after showing it.")
+def dead_cmd(limit: int, as_json: bool, clear: bool) -> None:
+    """Messages the workers dropped as unreadable (the `cotd:dead` list), newest first."""
+    from shared.orchestration.deadletter import DEAD_KEY, dead_letters
+
+    r = _ctx().redis
+    recs = dead_letters(r, limit)
+    if as_json:
+        click.echo(json.dumps(recs, indent=2))
+    else:
+        click.echo(f"{r.llen(DEAD_KEY)} dead letters", err=True)
+        for rec in recs:
+            when = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(rec["time"]))
+            click.echo(
+                f"{when}  {rec['queue'] or '-'}  {rec['task'] or '-'}  {rec['id'] or '-'}  {rec['reason']}"
+            )
+    if clear:
+        r.delete(DEAD_KEY)
 
 
 @click.command("worker")

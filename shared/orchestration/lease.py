@@ -30,12 +30,17 @@ return 0
 """
 
 
+def lease_name(kind: str, key: str) -> str:
+    """The Redis key of the lease on one artifact."""
+    return f"cotd:lease:{kind}:{key}"
+
+
 class Lease:
     """Hold `cotd:lease:<kind>:<key>` while building an artifact (a context manager)."""
 
     def __init__(self, r: redis.Redis, kind: str, key: str, ttl_s: int) -> None:
         self.r = r
-        self.name = f"cotd:lease:{kind}:{key}"
+        self.name = lease_name(kind, key)
         self.ttl_ms = max(1000, int(ttl_s * 1000))
         self.token = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self._stop = threading.Event()

@@ -5,7 +5,8 @@ Keys (`G` = `cotd:grid:<id>`):
 | key | type | content |
 |---|---|---|
 | `cotd:grids` | zset | grid id -> submit time |
-| `G:meta` | hash | name, status (running/done/failed/cancelled), created_at, finished_at, n_cells, grid (JSON) |
+| `cotd:grids:open` | set | grids not finalized yet (what the workers' supervisors look after) |
+| `G:meta` | hash | name, status (running/done/failed/cancelled), created_at, finished_at, n_cells, grid (JSON), finalized, reason |
 | `G:cells` | hash | cell key -> pending / running / done / failed / cached / cancelled |
 | `G:reasons` | hash | cell key -> why it failed |
 | `G:labels` | hash | cell key -> `dataset/teacher/level/format/student/seed` |
@@ -16,6 +17,8 @@ Keys (`G` = `cotd:grid:<id>`):
 | `G:next` | hash | `<stage>:<key>` -> JSON list of the `<stage>:<key>` that wait for it |
 | `G:cells_of` | hash | `<stage>:<key>` -> JSON list of the cell keys that need it |
 | `G:tasks` | hash | `<stage>:<key>` -> Celery task id (for cancel) |
+| `G:lapsed` | hash | `<stage>:<key>` -> when a supervisor first saw it running without a lease |
+| `G:finalizing` | string | the claim of the worker writing the results (expires) |
 | `cotd:executions` | hash | stage -> artifacts built (not cached), all grids |
 
 A cell's key is its evaluation's key. A cell is the unit a user sees; an artifact (one CoT set,
@@ -36,6 +39,9 @@ ART_STATES = ("pending", "queued", "running", "done", "cached", "failed", "cance
 ACTIVE_CELL = ("pending", "running")
 ACTIVE_ART = ("pending", "queued", "running")
 GRIDS_KEY = "cotd:grids"
+OPEN_KEY = "cotd:grids:open"
+FINALIZE_CLAIM_S = 300
+"""A finalizing worker that dies frees its claim after this; a supervisor then finalizes the grid."""
 EXECUTIONS_KEY = "cotd:executions"
 
 # KEYS: states hash, counts hash, reasons hash. ARGV: count prefix, new state, allowed-from (comma list),
@@ -122,6 +128,7 @@ class GridState:
             if mapping:
                 pipe.hset(self.k(name), mapping=mapping)
         pipe.zadd(GRIDS_KEY, {self.id: time.time()})
+        pipe.sadd(OPEN_KEY, self.id)
         pipe.execute()
 
     # ------------------------------------------------------------------ reading
@@ -218,15 +225,33 @@ class GridState:
         return self.set_cells(self.json_list("cells_of", aid), "failed", reason=reason)
 
     def finish_claim(self) -> bool:
-        """True for exactly one caller once no cell is pending or running (that caller writes the results)."""
+        """True for one caller at a time once no cell is pending or running and the grid is not finalized.
+
+        The claim expires (`FINALIZE_CLAIM_S`): a caller that dies before `finish` leaves the grid to
+        the next claimant (a worker's supervisor), so no grid stays "running" for good.
+        """
         c = self.counts()
-        if c["pending"] or c["running"]:
+        if c["pending"] or c["running"] or self.r.hget(self.k("meta"), "finalized"):
             return False
-        return bool(self.r.hsetnx(self.k("meta"), "finalized", "1"))
+        return bool(self.r.set(self.k("finalizing"), "1", nx=True, ex=FINALIZE_CLAIM_S))
+
+    def finish(self, status: str, reason: str = "") -> None:
+        """Record the final status (and why it failed, if not because of its cells); the grid is closed."""
+        fields = {"status": status, "finished_at": f"{time.time():.3f}", "finalized": "1"}
+        pipe = self.r.pipeline(transaction=True)
+        pipe.hset(self.k("meta"), mapping=fields | ({"reason": reason} if reason else {}))
+        pipe.srem(OPEN_KEY, self.id)
+        pipe.delete(self.k("finalizing"))
+        pipe.execute()
 
     def set_meta(self, **fields: str) -> None:
         """Update fields of the meta hash."""
         self.r.hset(self.k("meta"), mapping=fields)
+
+
+def open_grids(r: redis.Redis) -> list[str]:
+    """The grids not finalized yet."""
+    return sorted(_s(x) for x in r.smembers(OPEN_KEY))
 
 
 def list_grids(r: redis.Redis, limit: int = 50) -> list[str]:

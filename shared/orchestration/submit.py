@@ -128,23 +128,36 @@ def submit_grid(grid: GridSpec, ctx: Context, grid_id: str | None = None) -> Sub
     )
 
 
-def enqueue(ctx: Context, gs: GridState, aids: list[str]) -> list[str]:
-    """Send the tasks of these pending artifacts (all of one stage); each is sent at most once."""
+def enqueue(ctx: Context, gs: GridState, aids: list[str], allowed: tuple[str, ...] = ("pending",)) -> list[str]:
+    """Send the tasks of these artifacts (all of one stage) that are in `allowed`; each is sent once.
+
+    The move to `queued` is the claim: of concurrent callers, one sends each task. An artifact whose
+    send fails goes back to its previous state (so a retry sends it), and the error is raised.
+    """
     if not aids:
         return []
     stage = split_id(aids[0])[0]
     queue = Queue(stage)
     sent = []
     pipe_ids: dict[str, str] = {}
-    for aid in gs.set_art(aids, "queued", allowed=("pending",)):
-        payload = gs.get("specs", aid)
-        if payload is None:
-            continue
-        res = ctx.app.send_task(TASK_NAMES[queue], args=[json.loads(payload)], queue=str(queue), routing_key=str(queue))
-        pipe_ids[aid] = res.id
-        sent.append(aid)
-    if pipe_ids:
-        ctx.redis.hset(gs.k("tasks"), mapping=pipe_ids)
+    moved = gs.set_art(aids, "queued", allowed=allowed)
+    try:
+        for i, aid in enumerate(moved):
+            payload = gs.get("specs", aid)
+            if payload is None:
+                continue
+            try:
+                res = ctx.app.send_task(
+                    TASK_NAMES[queue], args=[json.loads(payload)], queue=str(queue), routing_key=str(queue)
+                )
+            except Exception:
+                gs.set_art(moved[i:], allowed[0], allowed=("queued",))
+                raise
+            pipe_ids[aid] = res.id
+            sent.append(aid)
+    finally:
+        if pipe_ids:
+            ctx.redis.hset(gs.k("tasks"), mapping=pipe_ids)
     return sent
 
 
@@ -190,14 +203,32 @@ def grid_results(ctx: Context, gs: GridState) -> dict[str, Any]:
     return results_doc(grid, rows)
 
 
+RESULTS_ATTEMPTS = 3
+"""Tries to write results.json (1 s, then 2 s apart) before the grid fails for want of it."""
+
+
 def finalize(ctx: Context, gs: GridState) -> str:
-    """Write grids/<id>/results.json and the grid's final status (done or failed)."""
-    doc = grid_results(ctx, gs)
-    ctx.store.put_json(grid_doc_path(gs.id, "results.json"), doc)
+    """Write grids/<id>/results.json and the grid's final status; the caller holds `finish_claim`.
+
+    The status is recorded whatever happens to results.json: done when every cell is, failed when a
+    cell failed or results.json could not be written (the reason is in the meta's `reason`),
+    cancelled for a cancelled grid.
+    """
+    reason = ""
+    for attempt in range(RESULTS_ATTEMPTS):
+        try:
+            ctx.store.put_json(grid_doc_path(gs.id, "results.json"), grid_results(ctx, gs))
+            reason = ""
+            break
+        except Exception as e:  # S3 down, or anything else: the grid still ends
+            reason = f"results.json not written: {type(e).__name__}: {e}".splitlines()[0][:500]
+            log.warning("grid %s: %s (attempt %d of %d)", gs.id, reason, attempt + 1, RESULTS_ATTEMPTS)
+            if attempt + 1 < RESULTS_ATTEMPTS:
+                time.sleep(2**attempt)
     counts = gs.counts()
-    status = "cancelled" if gs.status() == "cancelled" else ("failed" if counts["failed"] else "done")
-    gs.set_meta(status=status, finished_at=f"{time.time():.3f}")
-    log.info("grid %s %s: %s", gs.id, status, counts)
+    status = "cancelled" if gs.status() == "cancelled" else ("failed" if counts["failed"] or reason else "done")
+    gs.finish(status, reason)
+    log.info("grid %s %s: %s%s", gs.id, status, counts, f" ({reason})" if reason else "")
     return status
 
 

@@ -3,28 +3,44 @@ records the outcome in Redis, and enqueues what waited on its artifact.
 
 Failure policy:
 - a bad message (malformed JSON, unknown or missing fields, unknown grid) is logged with the
-  reason and rejected without requeue: it is never redelivered;
+  reason, dead-lettered (`cotd:dead`) and rejected without requeue: it is never redelivered. If it
+  was sent for an artifact of a live grid (version skew), that artifact and its cells fail with
+  the reason, so the grid ends;
+- a cancelled grid stops its running tasks at the next step, batch or item (nothing is published);
 - a transient error (S3 or teacher server unreachable, 5xx, timeouts) is retried with exponential
   backoff and full jitter (Celery's own backoff helper): 30 s, 60 s, ... capped at 10 min, 5 retries;
-- any other error, or a transient one after the last retry, fails the artifact, what waits on it
-  and the cells that need it, with the reason; the grid's other cells go on.
+- any other error (also while recording the outcome or enqueueing what follows), or a transient
+  one after the last retry, fails the artifact, what waits on it and the cells that need it, with
+  the reason; the grid's other cells go on.
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import re
 import time
-from typing import Any
+from typing import Any, NoReturn
 
 from celery import Task
 from celery.exceptions import Reject, SoftTimeLimitExceeded
 from celery.utils.time import get_exponential_backoff_interval
 
 from shared.celery_app import app
-from shared.messages import BadMessage, EvaluateMessage, GenerateMessage, Message, TrainMessage, parse_message
+from shared.messages import (
+    GRID_ID_PATTERN,
+    BadMessage,
+    EvaluateMessage,
+    GenerateMessage,
+    Message,
+    TrainMessage,
+    parse_message,
+)
 from shared.metrics import track_task
 from shared.orchestration import observe
+from shared.orchestration.cancel import CancelCheck, Cancelled
 from shared.orchestration.context import Context, get_context
+from shared.orchestration.deadletter import dead_letter
 from shared.orchestration.lease import Lease
 from shared.orchestration.state import GridState, art_id
 from shared.orchestration.submit import enqueue_next, finalize
@@ -91,36 +107,67 @@ def _spec(msg: Message):
     return msg.evaluation
 
 
-def _call_stage(queue: Queue, msg: Message, ctx: Context) -> StageResult:
+def _call_stage(queue: Queue, msg: Message, ctx: Context, check: CancelCheck) -> StageResult:
     fn = _stage_fn(queue, ctx.settings.stage_mode)
     kwargs: dict[str, Any] = {}
-    if queue in (Queue.TRAIN, Queue.EVALUATE) and ctx.settings.stage_mode != "noop":
-        kwargs["device"] = ctx.settings.device
+    if ctx.settings.stage_mode != "noop":
+        kwargs["check"] = check
+        if queue in (Queue.TRAIN, Queue.EVALUATE):
+            kwargs["device"] = ctx.settings.device
     return fn(_spec(msg), ctx.store, **kwargs)
 
 
 def run_stage_task(task: Task, queue: Queue, payload: Any, ctx: Context | None = None) -> dict[str, Any]:
     """The body shared by the three tasks."""
     with track_task(str(queue)):
+        ctx = ctx or get_context()
         try:
             msg = parse_message(queue, payload)
         except BadMessage as e:
-            log.error("rejected message %s on queue %s: %s", task.request.id, queue, e)
-            raise Reject(str(e), requeue=False) from None
-        ctx = ctx or get_context()
+            _reject(ctx, task, queue, payload, str(e))
         gs = GridState(ctx.redis, msg.grid_id)
         status = gs.status()
         if status is None:
-            log.error("rejected message %s on queue %s: unknown grid %s", task.request.id, queue, msg.grid_id)
-            raise Reject(f"unknown grid {msg.grid_id}", requeue=False)
+            _reject(ctx, task, queue, payload, f"unknown grid {msg.grid_id}")
         aid = art_id(str(queue), msg.key)
         if status == "cancelled":
             log.info("grid=%s key=%s stage=%s: skipped, the grid is cancelled", gs.id, msg.key, queue)
             return {"skipped": "cancelled"}
-        if gs.get("art", aid) == "failed":
-            log.info("grid=%s key=%s stage=%s: skipped, already failed", gs.id, msg.key, queue)
-            return {"skipped": "failed"}
+        state = gs.get("art", aid)
+        if state in ("failed", "done", "cached"):
+            log.info("grid=%s key=%s stage=%s: skipped, already %s", gs.id, msg.key, queue, state)
+            return {"skipped": state}
         return _execute(task, queue, msg, gs, aid, ctx)
+
+
+def _reject(ctx: Context, task: Task, queue: Queue, payload: Any, reason: str) -> NoReturn:
+    """Dead-letter a message that cannot run, fail the cells it was sent for, and drop it."""
+    log.error("rejected message %s on queue %s: %s", task.request.id, queue, reason)
+    dead_letter(ctx.redis, str(queue), f"rejected: {reason}", {"task": task.name, "id": task.request.id}, payload)
+    gs, aid = _sent_for(ctx, task, queue, payload)
+    if gs is not None and aid is not None:
+        _fail(ctx, gs, aid, f"{queue}: rejected message: {reason}")
+    raise Reject(reason, requeue=False)
+
+
+def _sent_for(ctx: Context, task: Task, queue: Queue, payload: Any) -> tuple[GridState | None, str | None]:
+    """The live grid and artifact this message was sent for (by its task id), if it names one."""
+    doc = payload
+    if isinstance(payload, str | bytes):
+        try:
+            doc = json.loads(payload)
+        except ValueError:
+            return None, None
+    gid = doc.get("grid_id") if isinstance(doc, dict) else None
+    if not isinstance(gid, str) or not re.match(GRID_ID_PATTERN, gid):
+        return None, None
+    gs = GridState(ctx.redis, gid)
+    if gs.status() not in ("running", "cancelled"):
+        return None, None
+    for aid, tid in gs.hash("tasks").items():
+        if tid == task.request.id and aid.startswith(f"{queue}:"):
+            return gs, aid
+    return None, None
 
 
 def _execute(task: Task, queue: Queue, msg: Message, gs: GridState, aid: str, ctx: Context) -> dict[str, Any]:
@@ -136,15 +183,23 @@ def _execute(task: Task, queue: Queue, msg: Message, gs: GridState, aid: str, ct
     log.info(
         "grid=%s key=%s stage=%s: started (retry %d%s)", gs.id, msg.key, queue, task.request.retries, ", redelivered" * redelivered
     )
+    check = CancelCheck(gs, ctx.settings.cancel_check_s)
     try:
         lease = Lease(ctx.redis, kind, msg.key, ctx.settings.lease_ttl_s)
         if lease.acquire(lambda: ctx.store.exists(kind, msg.key)):
             with lease:
-                result = _call_stage(queue, msg, ctx)
+                result = _call_stage(queue, msg, ctx, check)
         else:
             result = StageResult(kind=kind, key=msg.key, cached=True, manifest=ctx.store.manifest(kind, msg.key) or {})
         if isinstance(msg, TrainMessage) and "incomplete" in result.manifest:
             raise RuntimeError(f"training stopped early: {result.manifest['incomplete']}")
+        secs = time.perf_counter() - t0
+        _done(gs, queue, msg, aid, result, before, ctx)
+    except Cancelled:
+        log.info("grid=%s key=%s stage=%s: stopped, the grid was cancelled", gs.id, msg.key, queue)
+        gs.set_art([aid], "cancelled")
+        _maybe_finish(ctx, gs)
+        return {"skipped": "cancelled"}
     except SoftTimeLimitExceeded as e:
         _fail(ctx, gs, aid, reason_of(str(queue), e))
         raise
@@ -156,8 +211,6 @@ def _execute(task: Task, queue: Queue, msg: Message, gs: GridState, aid: str, ct
             raise task.retry(exc=e, countdown=wait, max_retries=MAX_RETRIES) from None
         _fail(ctx, gs, aid, reason_of(str(queue), e))
         raise
-    secs = time.perf_counter() - t0
-    _done(gs, queue, msg, aid, result, before, ctx)
     log.info("grid=%s key=%s stage=%s: %s in %.1fs", gs.id, msg.key, queue, "cached" if result.cached else "built", secs)
     return {"grid_id": gs.id, "key": msg.key, "cached": result.cached}
 
@@ -184,7 +237,8 @@ def _maybe_finish(ctx: Context, gs: GridState) -> None:
 
 
 def _done(gs: GridState, queue: Queue, msg: Message, aid: str, result: StageResult, before: dict, ctx: Context) -> None:
-    gs.set_art([aid], "cached" if result.cached else "done", allowed=("pending", "queued", "running"))
+    """Record a published artifact. What follows it is enqueued before the artifact is marked done,
+    so a failure here leaves it running, and the retry (which finds it cached) enqueues the rest."""
     if not result.cached:
         gs.count_computed(str(queue))
         try:
@@ -202,6 +256,7 @@ def _done(gs: GridState, queue: Queue, msg: Message, aid: str, result: StageResu
             observe.observe_evaluate(gs.id, labels.get(c, c), result.manifest.get("metrics") or {}, before)
     else:
         enqueue_next(ctx, gs, aid)
+    gs.set_art([aid], "cached" if result.cached else "done", allowed=("pending", "queued", "running"))
     _maybe_finish(ctx, gs)
 
 

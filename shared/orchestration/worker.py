@@ -1,9 +1,12 @@
 """`cotd worker ROLE`: a Celery worker on the role's queue that serves Prometheus `/metrics`.
 
-Process model: the generator runs tasks in threads (teacher calls are I/O bound); the trainer and
-evaluator run one task at a time in the worker process itself (`--pool solo`), one worker per GPU
-(`CUDA_VISIBLE_DEVICES`). Tasks run in the process that serves `/metrics`, so the metrics they
-update are the ones scraped.
+Process model: every role runs its tasks in threads of the worker process (`--pool threads`): the
+generator several at once (teacher calls are I/O bound), the trainer and evaluator one at a time
+(`--concurrency 1`), one worker per GPU (`CUDA_VISIBLE_DEVICES`). The main thread keeps consuming
+control messages while a task runs, so `celery inspect active` answers during a 10-hour training
+run (a `solo` worker would not). Tasks run in the process that serves `/metrics`, so the metrics
+they update are the ones scraped. Each worker also runs a supervisor thread
+(`shared.orchestration.supervisor`) that re-enqueues the work of dead workers.
 """
 
 from __future__ import annotations
@@ -20,14 +23,13 @@ log = logging.getLogger("cotd.worker")
 def worker_argv(role: str, concurrency: int, loglevel: str = "INFO", hostname: str | None = None) -> list[str]:
     """The `celery worker` arguments for a role."""
     queue = ROLE_QUEUES[role]
-    pool = "threads" if role == "generator" or concurrency > 1 else "solo"
     name = hostname or f"{role}-{os.getpid()}@{socket.gethostname()}"
     return [
         "worker",
         "--queues",
         str(queue),
         "--pool",
-        pool,
+        "threads",
         "--concurrency",
         str(concurrency),
         "--hostname",
@@ -45,7 +47,9 @@ def run_worker(role: str, metrics_port: int | None, concurrency: int, loglevel: 
     """Serve `/metrics`, export queue depth, and consume the role's queue until stopped."""
     from shared.celery_app import app
     from shared.metrics import register_queue_depth_exporter, start_metrics_server
+    from shared.orchestration.context import get_context
     from shared.orchestration.observe import init_stage_series
+    from shared.orchestration.supervisor import Supervisor
     from shared.settings import get_settings
 
     s = get_settings()
@@ -60,4 +64,8 @@ def run_worker(role: str, metrics_port: int | None, concurrency: int, loglevel: 
         if os.environ.get("OMP_NUM_THREADS"):
             torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
     log.info("cotd worker %s: queue %s, concurrency %d, metrics port %s, stage mode %s", role, ROLE_QUEUES[role], concurrency, port, s.stage_mode)
-    app.worker_main(worker_argv(role, concurrency, loglevel))
+    supervisor = Supervisor(get_context()).start()
+    try:
+        app.worker_main(worker_argv(role, concurrency, loglevel))
+    finally:
+        supervisor.stop()

@@ -129,6 +129,27 @@ def test_metrics_server_serves_the_registry() -> None:
     assert "process_" in body or "python_info" in body
 
 
+@pytest.mark.parametrize("addr", ["0.0.0.0", "127.0.0.1"])
+def test_healthcheck_probes_the_own_address_not_loopback(addr: str) -> None:
+    """`--check` passes for a server other hosts can reach and fails for one bound to loopback only."""
+    own = m.own_address()
+    if addr == "127.0.0.1" and own == "127.0.0.1":
+        pytest.skip("this host's name resolves to 127.0.0.1: loopback and own address coincide")
+    server, _thread = m.start_metrics_server(0, addr=addr)
+    port = str(server.server_port)
+    try:
+        assert m.local_url(server.server_port) == f"http://{own}:{port}/metrics"
+        expected = 0 if addr == "0.0.0.0" else 1
+        assert m.main(["--check", "--port", port]) == expected
+        assert m.main(["--check", "--port", port, "--path", "/metrics"]) == expected
+        # an explicit URL is probed as given
+        assert m.main(["--check", f"http://127.0.0.1:{port}/metrics"]) == 0
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert m.main(["--check", "--port", port]) == 1  # nothing listens any more
+
+
 def test_queue_collector_is_lazy_and_survives_a_dead_redis() -> None:
     """Registering never connects; a scrape with Redis away yields no sample instead of failing."""
     registry = CollectorRegistry()

@@ -25,6 +25,7 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Callable
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Protocol
@@ -327,8 +328,13 @@ async def generate_remote(
     policy: RetryPolicy | None = None,
     client: TeacherClient | None = None,
     stats: RunStats | None = None,
+    check: Callable[[], None] | None = None,
 ) -> list[CotRecord]:
-    """Ask the teacher for every question not yet in the journal; records in question order."""
+    """Ask the teacher for every question not yet in the journal; records in question order.
+
+    `check()` is called before each item's request; an exception it raises stops the run (a
+    cancelled grid), and the journaled replies are kept.
+    """
     policy = policy or RetryPolicy()
     stats = stats if stats is not None else RunStats()
     unique: dict[str, Question] = {}
@@ -347,6 +353,8 @@ async def generate_remote(
     results: dict[str, CotRecord] = dict(done)
 
     async def run(q: Question) -> None:
+        if check:
+            check()
         rec = await _one(q, spec, client, limiter, policy, stats)
         journal.append(rec)
         results[q.id] = rec
@@ -382,11 +390,17 @@ def _run_sync(coro):
     return box["value"]
 
 
-def remote_records(spec: CotSetSpec, questions: list[Question], workdir: Path, policy: RetryPolicy | None = None) -> list[CotRecord]:
+def remote_records(
+    spec: CotSetSpec,
+    questions: list[Question],
+    workdir: Path,
+    policy: RetryPolicy | None = None,
+    check: Callable[[], None] | None = None,
+) -> list[CotRecord]:
     """Rationales from a tgi/openai teacher, one record per question (failures keep their error)."""
     if spec.level is None:
         raise ValueError(f"teacher {spec.teacher.name}: kind {spec.teacher.kind} needs a level (1-6)")
-    return _run_sync(generate_remote(spec, questions, Path(workdir), policy))
+    return _run_sync(generate_remote(spec, questions, Path(workdir), policy, check=check))
 
 
 def journal_records(path: Path) -> list[dict[str, Any]]:
