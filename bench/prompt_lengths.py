@@ -62,7 +62,10 @@ def main() -> None:
     _, model = converted()
     results = {"model": "SmolLM2-135M-Instruct (Q4_1 GGUF, converted)", "prompt_version": PROMPT_VERSION,
                "n_per_level": args.n, "max_new_tokens": args.max_new_tokens, "sets": {}}  # fmt: skip
-    with tempfile.TemporaryDirectory() as tmp, teacher_server(model, Path(tmp), threads=args.threads, timeout=1200) as url:
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        teacher_server(model, Path(tmp), threads=args.threads, timeout=1200) as url,
+    ):
         for name, (dataset, train_file) in SETS.items():
             words = measure(url, model, dataset, train_file, args.n, args.max_new_tokens, Path(tmp))
             rep = length_report(words, PAPER_MEAN_WORDS[name])
