@@ -15,7 +15,16 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from shared.config import EvaluationConfig, Format, TrainingConfig, apply_overrides
 from shared.errors import CotdError
-from shared.specs import CheckpointSpec, CotSetSpec, DatasetRef, EvalSpec, StudentSpec, TeacherSpec
+from shared.specs import (
+    CheckpointSpec,
+    CotSetSpec,
+    DatasetRef,
+    EvalSpec,
+    Name,
+    Seed,
+    StudentSpec,
+    TeacherSpec,
+)
 
 
 class GridError(CotdError, ValueError):
@@ -27,7 +36,7 @@ class GridSpec(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    name: str = Field(description="Grid name, used in results and reports.")
+    name: Name = Field(description="Grid name, used in results, reports and the grid id (see NAME_PATTERN).")
     datasets: list[DatasetRef] = Field(min_length=1, description="Datasets to train and test on.")
     teachers: list[TeacherSpec] = Field(min_length=1, description="Teachers that write the CoT sets.")
     levels: list[int] = Field(
@@ -41,7 +50,9 @@ class GridSpec(BaseModel):
     evaluation: EvaluationConfig = Field(
         default_factory=EvaluationConfig, description="Decoding and scoring settings."
     )
-    seeds: list[int] = Field(default_factory=lambda: [100], min_length=1, description="Training seeds.")
+    seeds: list[Seed] = Field(
+        default_factory=lambda: [100], min_length=1, description="Training seeds, each below 2**32."
+    )
 
     @field_validator("levels")
     @classmethod

@@ -464,11 +464,16 @@ def served_collector() -> Collector:
     return _Union([REGISTRY, PROCESS_COLLECTOR, PLATFORM_COLLECTOR])
 
 
-def start_metrics_server(port: int, addr: str = "0.0.0.0") -> tuple[Any, threading.Thread]:
+def start_metrics_server(port: int, addr: str | None = None) -> tuple[Any, threading.Thread]:
     """Serve ``/metrics`` on ``addr:port`` in a daemon thread; returns ``(server, thread)``.
 
+    ``addr`` defaults to ``COTD_METRICS_HOST`` (127.0.0.1; compose sets 0.0.0.0 for Prometheus).
     Port 0 picks a free port (read it from ``server.server_port``).
     """
+    if addr is None:
+        from shared.settings import get_settings
+
+        addr = get_settings().metrics_host
     server, thread = start_http_server(port, addr=addr, registry=served_collector())
     log.info("metrics served on %s:%s/metrics", addr, server.server_port)
     return server, thread

@@ -23,6 +23,7 @@ from minio import Minio
 from minio.error import S3Error
 
 from shared.artifacts import KINDS, MANIFEST, ArtifactStore, _check
+from shared.paths import member_path
 
 PART_SIZE = 64 * 1024 * 1024
 """Multipart part size for uploads (files larger than this are uploaded in parts)."""
@@ -126,7 +127,7 @@ class S3Store(ArtifactStore):
         tmp.mkdir(parents=True)
         try:
             for f in m.get("files", []):
-                target = tmp / f["path"]
+                target = member_path(tmp, f["path"])  # a manifest never writes outside the cache
                 self.client.fget_object(self.bucket, f"{kind}/{key}/{f['path']}", str(target))
                 size, digest = target.stat().st_size, _sha256(target)
                 if size != f["size"] or digest != f["sha256"]:

@@ -7,17 +7,47 @@ checkpoint, test set and decoding settings. The same spec in two grids gives the
 
 from __future__ import annotations
 
+import re
 from functools import cached_property, lru_cache
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
-from shared.config import EvaluationConfig, Format, Method, Template, TrainingConfig, TrainingOverrides
+from shared.config import (
+    MAX_ITEMS,
+    MAX_SEED,
+    MAX_TOKENS,
+    EvaluationConfig,
+    Format,
+    Method,
+    Template,
+    TrainingConfig,
+    TrainingOverrides,
+)
 from shared.keys import content_key, file_sha256
 
 TeacherKind = Literal["procedural", "answer-only", "human", "recorded", "tgi", "openai"]
 LEVEL_FREE_KINDS = ("answer-only", "human")
+
+NAME_PATTERN = r"[A-Za-z0-9][A-Za-z0-9._+-]{0,63}"
+"""Grid, teacher and student names: 1-64 letters, digits, `.`, `_`, `+`, `-`, starting with a letter or digit."""
+ENV_NAME_PATTERN = r"[A-Za-z_][A-Za-z0-9_]{0,127}"
+
+
+def _name(v: str) -> str:
+    if not re.fullmatch(NAME_PATTERN, v):
+        raise ValueError(
+            f"{v!r} is not a valid name: use 1-64 letters, digits, '.', '_', '+' or '-', starting with a letter "
+            "or digit (no '/', spaces or control characters)"
+        )
+    return v
+
+
+Name = Annotated[str, AfterValidator(_name)]
+"""A label used in results, reports, metrics and log lines (see NAME_PATTERN)."""
+Seed = Annotated[int, Field(ge=0, lt=MAX_SEED)]
+"""A random seed, 0 <= seed < 2**32."""
 
 
 class _Spec(BaseModel):
@@ -31,7 +61,7 @@ class ArithParams(_Spec):
     max_operand: int = Field(9, ge=1, le=99, description="Largest added/subtracted operand.")
     max_value: int = Field(20, ge=2, le=999, description="Every intermediate result stays in 0..max_value.")
     multipliers: list[int] = Field(default_factory=lambda: [2, 3], description="Allowed multipliers.")
-    seed: int = Field(0, description="Generator seed (train and test never overlap).")
+    seed: Seed = Field(0, description="Generator seed, below 2**32 (train and test never overlap).")
 
 
 class DatasetRef(_Spec):
@@ -40,8 +70,12 @@ class DatasetRef(_Spec):
     name: str = Field(description="svamp, gsm8k, aqua, math, csqa, openbookqa, strategyqa or arith.")
     train_file: str | None = Field(None, description="Local train file (questions with gold, or rationales).")
     test_file: str | None = Field(None, description="Local test file; the hub test split when absent.")
-    train_size: int | None = Field(None, gt=0, description="Use only the first N train questions.")
-    test_size: int | None = Field(None, gt=0, description="Use only the first N test questions.")
+    train_size: int | None = Field(
+        None, gt=0, le=MAX_ITEMS, description="Use only the first N train questions."
+    )
+    test_size: int | None = Field(
+        None, gt=0, le=MAX_ITEMS, description="Use only the first N test questions."
+    )
     arith: ArithParams = Field(default_factory=ArithParams, description="Difficulty (arith only).")
     skip_invalid: bool = Field(
         False,
@@ -75,7 +109,7 @@ class DatasetRef(_Spec):
 class TeacherSpec(_Spec):
     """A teacher: a server (tgi/openai), recorded files, the dataset's own rationales, or code."""
 
-    name: str = Field(description="Label used in results and reports.")
+    name: Name = Field(description="Label used in results and reports (see NAME_PATTERN).")
     kind: TeacherKind = Field(description="procedural, answer-only, human, recorded, tgi or openai.")
     model: str | None = Field(
         None, description="Teacher model id (tgi/openai); its tokenizer gives the chat template."
@@ -87,7 +121,12 @@ class TeacherSpec(_Spec):
     route: Literal["generate", "chat"] = Field(
         "chat", description="tgi: /generate with the chat template, or /v1/chat/completions."
     )
-    api_key_env: str | None = Field(None, description="Name of the environment variable holding the API key.")
+    api_key_env: str | None = Field(
+        None,
+        pattern=f"^{ENV_NAME_PATTERN}$",
+        description="Name of the environment variable holding the API key; it must be on the worker's "
+        "COTD_API_KEY_ENV_ALLOW list (default *_API_KEY, HF_TOKEN) and is never a COTD_* variable.",
+    )
     files: str | dict[str, str] | None = Field(
         None,
         description="recorded: a path template with {level} and {format}, e.g. data/SVAMP_level{level}.json, "
@@ -99,15 +138,22 @@ class TeacherSpec(_Spec):
         description="Levels for this teacher instead of the grid's (the paper has some teachers at fewer).",
     )
     formats: list[Format] | None = Field(None, description="Formats for this teacher instead of the grid's.")
-    concurrency: int = Field(8, gt=0, description="Max requests in flight (adapts down on 429/503).")
-    max_new_tokens: int = Field(512, gt=0, description="Generation budget per rationale.")
-    temperature: float = Field(0.0, ge=0, description="Sampling temperature (0 = greedy).")
+    concurrency: int = Field(8, gt=0, le=1024, description="Max requests in flight (adapts down on 429/503).")
+    max_new_tokens: int = Field(512, gt=0, le=MAX_TOKENS, description="Generation budget per rationale.")
+    temperature: float = Field(0.0, ge=0, le=5, description="Sampling temperature (0 = greedy).")
     top_p: float | None = Field(None, gt=0, le=1, description="Nucleus sampling.")
-    timeout_s: float = Field(120.0, gt=0, description="Per-request timeout.")
-    max_retries: int = Field(6, ge=0, description="Retries per item before it is recorded as failed.")
+    timeout_s: float = Field(120.0, gt=0, le=86400, description="Per-request timeout (at most a day).")
+    max_retries: int = Field(6, ge=0, le=100, description="Retries per item before it is recorded as failed.")
     filter: Literal["keep-all", "keep-correct"] = Field(
         "keep-all", description="Keep every item, or only correct ones."
     )
+
+    @field_validator("api_key_env")
+    @classmethod
+    def _not_cotd(cls, v: str | None) -> str | None:
+        if v and v.upper().startswith("COTD_"):
+            raise ValueError(f"{v} is a cotd setting; a teacher's API key never comes from a COTD_* variable")
+        return v
 
     @property
     def uses_levels(self) -> bool:
@@ -147,7 +193,7 @@ def recorded_path(files: str | dict[str, str], level: int | None, fmt: str | Non
 class StudentSpec(_Spec):
     """A student model and how it is fine-tuned."""
 
-    name: str = Field(description="Label used in results and reports.")
+    name: Name = Field(description="Label used in results and reports (see NAME_PATTERN).")
     model: str = Field(
         description="Hub id, local path, a .gguf file (converted once into the store, keyed by its sha256), "
         "or tiny:<size> (built offline by `cotd model init-tiny`)."
@@ -208,7 +254,7 @@ class CheckpointSpec(_Spec):
     cot: CotSetSpec
     student: StudentSpec
     training: TrainingConfig
-    seed: int
+    seed: Seed
 
     @cached_property
     def key(self) -> str:

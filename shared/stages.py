@@ -39,7 +39,7 @@ def _fresh(path: Path) -> Path:
 
 
 def generate_stage(spec: CotSetSpec, store: ArtifactStore, check: Check | None = None) -> StageResult:
-    """Build and publish a CoT set (cotsets/<key>); `check()` runs before each teacher request."""
+    """Build and publish a CoT set (cotsets/<key>); `check()` runs after each teacher reply."""
     from services.generator.build import build_cotset
 
     key = spec.key

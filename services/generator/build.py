@@ -24,7 +24,7 @@ def teacher_records(
 ) -> list[CotRecord]:
     """Ask the spec's teacher for a rationale per question (servers resume from `workdir`).
 
-    `check()` is called before each request to a teacher server (offline teachers take no time).
+    `check()` is called after each reply of a teacher server (offline teachers take no time).
     """
     from services.generator.teachers import offline
 

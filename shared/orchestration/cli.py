@@ -10,6 +10,7 @@ from pathlib import Path
 import click
 
 from shared.queues import ROLE_QUEUES
+from shared.redact import redact
 
 
 def _ctx():
@@ -23,7 +24,7 @@ def _grid_state(grid_id: str):
 
     gs = GridState(_ctx().redis, grid_id)
     if not gs.exists():
-        raise click.ClickException(f"no grid {grid_id!r} in {_ctx().settings.redis_url}")
+        raise click.ClickException(f"no grid {grid_id!r} in {redact(_ctx().settings.redis_url)}")
     return gs
 
 

@@ -1,7 +1,7 @@
 """Poison messages: a message the worker cannot even turn into a task is dead-lettered and dropped.
 
 Kombu and Celery fail on some malformed messages before any task code runs: a list item that is not
-JSON, an envelope without `properties`, a body that is not valid base64, a message without a body
+UTF-8 or not JSON, an envelope without `properties`, a body that is not valid base64, a message without a body
 (`TypeError` in Celery's strategy). Left alone, each of these is an "Unrecoverable error" that stops
 the worker, and the message is restored to the queue, so it stops every later worker too.
 
@@ -48,6 +48,9 @@ class Channel(kombu_redis.Channel):
         except json.JSONDecodeError as e:  # the list item itself is not JSON (it is already popped)
             dead_letter(_redis(), None, _reason("message is not JSON", e), body=e.doc)
             return True
+        except UnicodeDecodeError as e:  # nor text
+            dead_letter(_redis(), None, _reason("message is not UTF-8", e), body=e.object)
+            return True
 
 
 class Transport(kombu_redis.Transport):
@@ -60,15 +63,10 @@ class Transport(kombu_redis.Transport):
             super()._deliver(message, queue)
         except Exception as e:  # any failure before a task runs: the message is poison
             raw = message if isinstance(message, dict) else {}
-            headers = raw.get("headers")
-            dead_letter(
-                _redis(),
-                queue,
-                _reason("malformed message", e),
-                headers=headers,
-                body=raw.get("body", message),
-            )
-            self._forget(raw)
+            try:
+                self._forget(raw)
+            finally:  # recorded once it is gone
+                dead_letter(_redis(), queue, _reason("malformed message", e), raw.get("headers"), raw.get("body", message))
 
     def _forget(self, raw: dict[str, Any]) -> None:
         """Acknowledge the message if the channel had registered it as unacknowledged."""
@@ -83,22 +81,28 @@ class Transport(kombu_redis.Transport):
 
 
 class Consumer(CeleryConsumer):
-    """Celery's consumer, but every message it refuses is also dead-lettered."""
+    """Celery's consumer, but every message it refuses is also dead-lettered (once refused)."""
 
     def on_unknown_message(self, body: Any, message: Any) -> None:
-        dead_letter(_redis(), _queue_of(message), "unknown message format", message.headers, message.body)
-        super().on_unknown_message(body, message)
+        try:
+            super().on_unknown_message(body, message)
+        finally:
+            dead_letter(_redis(), _queue_of(message), "unknown message format", message.headers, message.body)
 
     def on_unknown_task(self, body: Any, message: Any, exc: BaseException) -> None:
-        dead_letter(_redis(), _queue_of(message), _reason("unknown task", exc), message.headers, message.body)
-        super().on_unknown_task(body, message, exc)
+        try:
+            super().on_unknown_task(body, message, exc)
+        finally:
+            dead_letter(_redis(), _queue_of(message), _reason("unknown task", exc), message.headers, message.body)
 
     def on_invalid_task(self, body: Any, message: Any, exc: BaseException) -> None:
-        dead_letter(_redis(), _queue_of(message), _reason("invalid task", exc), message.headers, message.body)
-        super().on_invalid_task(body, message, exc)
+        try:
+            super().on_invalid_task(body, message, exc)
+        finally:
+            dead_letter(_redis(), _queue_of(message), _reason("invalid task", exc), message.headers, message.body)
 
     def on_decode_error(self, message: Any, exc: BaseException) -> None:
-        dead_letter(
-            _redis(), _queue_of(message), _reason("cannot decode", exc), message.headers, message.body
-        )
-        super().on_decode_error(message, exc)
+        try:
+            super().on_decode_error(message, exc)
+        finally:
+            dead_letter(_redis(), _queue_of(message), _reason("cannot decode", exc), message.headers, message.body)

@@ -23,6 +23,7 @@ from shared.grid import Cell, GridSpec, expand
 from shared.messages import EvaluateMessage, GenerateMessage, TrainMessage, dump_message
 from shared.orchestration.context import Context
 from shared.orchestration.state import GridState, art_id, split_id
+from shared.policy import check_teachers
 from shared.queues import TASK_NAMES, Queue
 from shared.results import cell_row, results_doc
 
@@ -55,6 +56,7 @@ def grid_doc_path(grid_id: str, name: str) -> str:
 def submit_grid(grid: GridSpec, ctx: Context, grid_id: str | None = None) -> SubmitResult:
     """Record the grid in Redis and the store, and enqueue the work that is not published yet."""
     t0 = time.perf_counter()
+    check_teachers(grid.teachers, ctx.settings)
     gid = grid_id or new_grid_id(grid.name)
     store = ctx.store
     cells = expand(grid)
@@ -139,25 +141,21 @@ def enqueue(ctx: Context, gs: GridState, aids: list[str], allowed: tuple[str, ..
     stage = split_id(aids[0])[0]
     queue = Queue(stage)
     sent = []
-    pipe_ids: dict[str, str] = {}
     moved = gs.set_art(aids, "queued", allowed=allowed)
-    try:
-        for i, aid in enumerate(moved):
-            payload = gs.get("specs", aid)
-            if payload is None:
-                continue
-            try:
-                res = ctx.app.send_task(
-                    TASK_NAMES[queue], args=[json.loads(payload)], queue=str(queue), routing_key=str(queue)
-                )
-            except Exception:
-                gs.set_art(moved[i:], allowed[0], allowed=("queued",))
-                raise
-            pipe_ids[aid] = res.id
-            sent.append(aid)
-    finally:
-        if pipe_ids:
-            ctx.redis.hset(gs.k("tasks"), mapping=pipe_ids)
+    for i, aid in enumerate(moved):
+        payload = gs.get("specs", aid)
+        if payload is None:
+            continue
+        task_id = str(uuid.uuid4())
+        ctx.redis.hset(gs.k("tasks"), aid, task_id)  # before the send: a worker may look it up at once
+        try:
+            ctx.app.send_task(
+                TASK_NAMES[queue], args=[json.loads(payload)], queue=str(queue), routing_key=str(queue), task_id=task_id
+            )
+        except Exception:
+            gs.set_art(moved[i:], allowed[0], allowed=("queued",))
+            raise
+        sent.append(aid)
     return sent
 
 

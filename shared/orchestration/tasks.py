@@ -44,6 +44,7 @@ from shared.orchestration.deadletter import dead_letter
 from shared.orchestration.lease import Lease
 from shared.orchestration.state import GridState, art_id
 from shared.orchestration.submit import enqueue_next, finalize
+from shared.policy import PolicyError, check_worker_spec
 from shared.queues import ARTIFACT_KIND, TASK_NAMES, Queue
 from shared.stages import StageResult
 
@@ -117,13 +118,18 @@ def _call_stage(queue: Queue, msg: Message, ctx: Context, check: CancelCheck) ->
     return fn(_spec(msg), ctx.store, **kwargs)
 
 
-def run_stage_task(task: Task, queue: Queue, payload: Any, ctx: Context | None = None) -> dict[str, Any]:
-    """The body shared by the three tasks."""
+def run_stage_task(task: Task, queue: Queue, args: tuple, kwargs: dict, ctx: Context | None = None) -> dict[str, Any]:
+    """The body shared by the three tasks: its one argument is the message."""
     with track_task(str(queue)):
         ctx = ctx or get_context()
+        if len(args) != 1 or kwargs:
+            got = f"{len(args)} positional and {len(kwargs)} keyword arguments"
+            _reject(ctx, task, queue, {"args": list(args), "kwargs": kwargs}, f"{queue} message: expected one argument, got {got}")
+        payload = args[0]
         try:
             msg = parse_message(queue, payload)
-        except BadMessage as e:
+            check_worker_spec(_spec(msg), ctx.settings)  # before any file the message names is opened
+        except (BadMessage, PolicyError) as e:
             _reject(ctx, task, queue, payload, str(e))
         gs = GridState(ctx.redis, msg.grid_id)
         status = gs.status()
@@ -261,18 +267,18 @@ def _done(gs: GridState, queue: Queue, msg: Message, aid: str, result: StageResu
 
 
 @app.task(name=TASK_NAMES[Queue.GENERATE], bind=True, acks_late=True, reject_on_worker_lost=True, max_retries=MAX_RETRIES)
-def generate_task(self: Task, payload: Any) -> dict[str, Any]:
+def generate_task(self: Task, *args: Any, **kwargs: Any) -> dict[str, Any]:
     """Build one CoT set, then enqueue the checkpoints that train on it."""
-    return run_stage_task(self, Queue.GENERATE, payload)
+    return run_stage_task(self, Queue.GENERATE, args, kwargs)
 
 
 @app.task(name=TASK_NAMES[Queue.TRAIN], bind=True, acks_late=True, reject_on_worker_lost=True, max_retries=MAX_RETRIES)
-def train_task(self: Task, payload: Any) -> dict[str, Any]:
+def train_task(self: Task, *args: Any, **kwargs: Any) -> dict[str, Any]:
     """Train one checkpoint (resuming from its scratch state), then enqueue its evaluations."""
-    return run_stage_task(self, Queue.TRAIN, payload)
+    return run_stage_task(self, Queue.TRAIN, args, kwargs)
 
 
 @app.task(name=TASK_NAMES[Queue.EVALUATE], bind=True, acks_late=True, reject_on_worker_lost=True, max_retries=MAX_RETRIES)
-def evaluate_task(self: Task, payload: Any) -> dict[str, Any]:
+def evaluate_task(self: Task, *args: Any, **kwargs: Any) -> dict[str, Any]:
     """Score one checkpoint on its test set; the cell is done."""
-    return run_stage_task(self, Queue.EVALUATE, payload)
+    return run_stage_task(self, Queue.EVALUATE, args, kwargs)

@@ -12,16 +12,7 @@ from pathlib import Path
 
 import yaml
 
-from tests.integration.services import (
-    COTD,
-    Worker,
-    client_settings,
-    cotd_env,
-    moto_server,
-    redis_db,
-    scratch_dir,
-    wait_for,
-)
+from tests.integration import services as svc
 
 
 class QueueCluster:
@@ -32,17 +23,17 @@ class QueueCluster:
 
         self.root = root
         self.redis_url = redis_url
-        self.env = cotd_env(redis_url, endpoint, bucket, root / "worker-cache", **env)
-        self.ctx = Context(client_settings(redis_url, endpoint, bucket, root / "client-cache"))
-        self.workers: list[Worker] = []
+        self.env = svc.cotd_env(redis_url, endpoint, bucket, root / "worker-cache", **env)
+        self.ctx = Context(svc.client_settings(redis_url, endpoint, bucket, root / "client-cache"))
+        self.workers: list[svc.Worker] = []
 
     @property
     def redis(self):
         return self.ctx.redis
 
-    def worker(self, role: str, name: str | None = None, concurrency: int = 1, **env: str) -> Worker:
+    def worker(self, role: str, name: str | None = None, concurrency: int = 1, **env: str) -> svc.Worker:
         """Start a worker (its env: the cluster's plus `env`) and wait until it is ready."""
-        w = Worker(
+        w = svc.Worker(
             role,
             {**self.env, **env},
             self.root,
@@ -69,7 +60,7 @@ class QueueCluster:
         """The grid's final status; fails with the workers' logs after `timeout`."""
         gs = self.state(grid_id)
         try:
-            wait_for(
+            svc.wait_for(
                 lambda: gs.status() in ("done", "failed", "cancelled"),
                 timeout,
                 f"grid {grid_id}",
@@ -83,7 +74,7 @@ class QueueCluster:
         return gs.status()
 
     def cli(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess:
-        return subprocess.run([*COTD, *args], env=self.env, capture_output=True, text=True, timeout=timeout)
+        return subprocess.run([*svc.COTD, *args], env=self.env, capture_output=True, text=True, timeout=timeout)
 
     def stop(self) -> None:
         for w in self.workers:
@@ -148,8 +139,8 @@ class S3Gate:
 @contextmanager
 def queue_cluster(db: int, bucket: str, gate: bool = False, **env: str) -> Iterator[QueueCluster]:
     """A cluster on Redis db `db` (flushed) and a fresh moto server (behind an `S3Gate` if `gate`)."""
-    url = redis_db(db)
-    with scratch_dir(f"cotd-{bucket}-") as root, moto_server(root) as endpoint:
+    url = svc.redis_db(db)
+    with svc.scratch_dir(f"cotd-{bucket}-") as root, svc.moto_server(root) as endpoint:
         g = S3Gate(endpoint) if gate else None
         c = QueueCluster(root, url, g.endpoint if g else endpoint, bucket, **env)
         c.gate = g

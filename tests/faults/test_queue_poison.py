@@ -64,7 +64,10 @@ VARIANTS = {
     "no properties": json.dumps(
         {"body": b64(b"[[], {}, {}]"), "headers": {"task": "cotd.train", "id": "p1"}}
     ),
+    "no arguments": envelope(b64(b"[[], {}, {}]")),
+    "two arguments": envelope(b64(b'[[{"grid_id": "g"}, 2], {"x": 1}, {}]')),
     "envelope not JSON": "{this is not json",
+    "envelope not UTF-8": b"\xff\xfe{",
     "envelope not an object": "[1, 2, 3]",
 }
 

@@ -71,7 +71,13 @@ class Cluster:
         self.redis_url = redis_url
         self.endpoint = endpoint
         self.env = cotd_env(
-            redis_url, endpoint, BUCKET, root / "worker-cache", COTD_VISIBILITY_TIMEOUT_S="10", COTD_LEASE_TTL_S="3"
+            redis_url,
+            endpoint,
+            BUCKET,
+            root / "worker-cache",
+            COTD_VISIBILITY_TIMEOUT_S="10",
+            COTD_LEASE_TTL_S="3",
+            COTD_DATA_ROOTS=str(root),  # the recorded-teacher files of these grids
         )
         self.settings = client_settings(redis_url, endpoint, BUCKET, root / "client-cache")
         self.ctx = Context(self.settings)

@@ -67,10 +67,10 @@ def _questions(n: int) -> list:
 @pytest.mark.parametrize(
     ("kind", "route", "suffix", "key_env"),
     [("tgi", "generate", "", None), ("tgi", "generate", "/generate", None), ("tgi", "chat", "", None),
-     ("openai", "chat", "/v1", "COTD_TEST_TEACHER_KEY")],
+     ("openai", "chat", "/v1", "TEST_TEACHER_API_KEY")],
 )
 def test_clients_over_http(server: str, tiny_model: Path, tmp_path: Path, monkeypatch, kind, route, suffix, key_env) -> None:
-    monkeypatch.setenv("COTD_TEST_TEACHER_KEY", "sk-test")
+    monkeypatch.setenv("TEST_TEACHER_API_KEY", "sk-test")
     t = TeacherSpec(name=f"{kind}-{route}", kind=kind, route=route, model=str(tiny_model), base_url=server + suffix,
                     api_key_env=key_env, max_new_tokens=8, temperature=1.0, concurrency=4, max_retries=1, timeout_s=30)
     spec = CotSetSpec(dataset=DatasetRef(name="svamp"), teacher=t, level=2, format="cot", prompt_version="p1")

@@ -34,6 +34,7 @@ import yaml
 from shared.orchestration.context import Context
 from shared.orchestration.state import GridState
 from shared.settings import Settings
+from tests.integration.test_distributed import METRICS, tiny_grid
 
 REPO = Path(__file__).resolve().parents[2]
 COMPOSE = shlex.split(os.environ["STACK_COMPOSE"])  # docker compose -p ... -f ... --env-file ...
@@ -42,7 +43,6 @@ ENV = dict(
 )
 WORK = Path(os.environ["STACK_WORK"])
 CPU_IMAGE = "cotd/cpu:local"
-METRICS = ("accuracy", "ci_low", "ci_high", "n", "extraction_failure_rate", "mean_output_tokens")
 SAME = ("cot_key", "checkpoint_key", "eval_key", "teacher", "level", "student", "seed", "cot_stats", *METRICS)
 WORKERS = ("generator", "trainer", "evaluator")
 GRID_TIMEOUT_S = 900
@@ -143,39 +143,21 @@ def cotd(*args: str, env: dict[str, str] | None = None, timeout: float = 300, ch
 
 
 def grid_doc(name: str, level: int, seed: int, max_steps: int) -> dict:
-    """Two teachers (code, and teacher-cpu over HTTP) x two tiny students on `arith`."""
-    return {
-        "name": name,
-        "datasets": [{"name": "arith", "train_size": 48, "test_size": 16}],
-        "teachers": [
-            {"name": "proc", "kind": "procedural"},
-            # no base_url: the generator takes COTD_TEACHER_URL (http://teacher-cpu:80 in the cpu profile);
-            # one request at a time, so the server never batches (its output is then batch-independent)
-            {
-                "name": "served",
-                "kind": "tgi",
-                "model": "stack-teacher",
-                "concurrency": 1,
-                "max_new_tokens": 24,
-            },
-        ],
-        "levels": [level],
-        "students": [
-            {"name": "xs-a", "model": "tiny:xs"},
-            {"name": "xs-b", "model": "tiny:xs", "training": {"lr": 0.003}},
-        ],
-        "training": {
-            "max_steps": max_steps,
-            "micro_batch_size": 8,
-            "global_batch_size": 8,
-            "lr": 0.006,
-            "warmup_steps": 2,
-            "from_scratch": True,
-            "save_every_steps": 5,
-        },
-        "evaluation": {"test_size": 16, "max_new_tokens": 24, "batch_size": 16},
-        "seeds": [seed],
+    """The distributed tests' tiny grid, with two teachers: code, and teacher-cpu over HTTP."""
+    doc = tiny_grid(name, None, [level], 2, seed, max_steps=max_steps)
+    # no base_url: the generator takes COTD_TEACHER_URL (http://teacher-cpu:80 in the cpu profile);
+    # one request at a time, so the server never batches (its output is then batch-independent)
+    served = {
+        "name": "served",
+        "kind": "tgi",
+        "model": "stack-teacher",
+        "concurrency": 1,
+        "max_new_tokens": 24,
     }
+    doc["teachers"].append(served)
+    doc["datasets"][0].update(train_size=48, test_size=16)
+    doc["evaluation"].update(test_size=16, max_new_tokens=24, batch_size=16)
+    return doc
 
 
 def submit(doc: dict) -> tuple[str, Path]:
@@ -244,7 +226,7 @@ def check_images(images: list[str]) -> None:
         "import glob, importlib.util as u, os, shutil, sys, torch\n"
         "bad = [p for p in ('/opt/cotd', '/src', '/.git', '/opt/venv/.git') if os.path.exists(p)]\n"
         "bad += [m for m in ('tests.integration', 'tests.stack', 'bench') if u.find_spec(m.split('.')[0]) and u.find_spec(m)]\n"
-        "bad += sorted(set(os.listdir('/home/cotd')) - {'.cache'})\n"
+        "bad += sorted(set(os.listdir('/home/cotd')) - {'.cache', *os.listdir('/etc/skel')})\n"
         "bad += glob.glob('/opt/**/.env', recursive=True) + glob.glob('/home/**/.env', recursive=True)\n"
         "bad += [t for t in ('pip', 'pip3', 'gcc', 'cc', 'g++', 'make') if shutil.which(t)]\n"
         "bad += ['pip module'] if u.find_spec('pip') else []\n"

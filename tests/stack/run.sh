@@ -20,6 +20,7 @@ export DOCKER_HOST="unix://$RUN/docker.sock" DOCKER_BUILDKIT=0 COMPOSE_DOCKER_CL
 export PYTHONPATH="$REPO${PYTHONPATH:+:$PYTHONPATH}"
 t_start=$(date +%s)
 
+quiet() { "$@" >"$RUN/last.log" 2>&1 || { tail -30 "$RUN/last.log"; echo "stack: failed: $*" >&2; return 1; }; }
 skip() { echo "stack test SKIPPED: $*"; exit 0; }
 say() { echo "== stack [$(($(date +%s) - t_start)) s]: $*"; }
 
@@ -134,27 +135,30 @@ wheel=$(ls /opt/wheels/torch-*+cpu-cp311-*.whl 2>/dev/null | head -1 || true)
 [ -n "$wheel" ] || { echo "stack: no CPU torch wheel for cp311 in /opt/wheels" >&2; exit 1; }
 [ -e "$CACHE/wheels-cpu/$(basename "$wheel")" ] || { rm -f "$CACHE"/wheels-cpu/*.whl; cp "$wheel" "$CACHE/wheels-cpu/"; }
 say "builder image, stand-ins"
-docker build -q -f "$HERE/standins/builder.Dockerfile" -t cotd-stack/builder:cpu "$CACHE/wheels-cpu" >/dev/null
+quiet docker build -q -f "$HERE/standins/builder.Dockerfile" -t cotd-stack/builder:cpu "$CACHE/wheels-cpu"
 moto=$(python3 -c "import moto; print(moto.__version__)")
 image_of() { "${COMPOSE[@]}" config --format json | python3 -c "import json, sys; print(json.load(sys.stdin)['services']['$1']['image'])"; }
 for pair in redis:redis prometheus:prometheus minio:minio minio-init:minio grafana:grafana; do
   svc=${pair%%:*} target=${pair#*:}
-  docker build -q --target "$target" --build-arg MOTO_VERSION="$moto" -t "$(image_of "$svc")" "$HERE/standins" >/dev/null
+  quiet docker build -q --target "$target" --build-arg MOTO_VERSION="$moto" -t "$(image_of "$svc")" "$HERE/standins"
 done
-say "docker compose build (the project's Dockerfile)"
-"${COMPOSE[@]}" build >"$WORK/build.log" 2>&1 || { tail -40 "$WORK/build.log"; exit 1; }
+say "docker compose build teacher-cpu (the project's Dockerfile; every cpu service runs this image)"
+"${COMPOSE[@]}" build teacher-cpu >"$WORK/build.log" 2>&1 || { tail -40 "$WORK/build.log"; exit 1; }
 images="cotd/cpu:local"
 if [ -n "${COTD_STACK_CUDA:-}" ]; then # opt-in (several GB of CUDA wheels): the gpu profile's image
   say "docker compose --profile gpu build trainer (CUDA wheels from PyPI)"
   mkdir -p "$CACHE/wheels-none"
-  docker build -q -f "$HERE/standins/builder.Dockerfile" -t cotd-stack/builder:cuda "$CACHE/wheels-none" >/dev/null
+  quiet docker build -q -f "$HERE/standins/builder.Dockerfile" -t cotd-stack/builder:cuda "$CACHE/wheels-none"
   COTD_CUDA_BUILDER_IMAGE=cotd-stack/builder:cuda COTD_CUDA_TORCH_INDEX_URL=https://pypi.org/simple \
     "${COMPOSE[@]}" --profile gpu build trainer >"$WORK/build-cuda.log" 2>&1 || { tail -40 "$WORK/build-cuda.log"; exit 1; }
   images="$images cotd/cuda:local"
 fi
+# Drop the cpu images that a rebuild untagged (compose labels the final stage only: the build stage,
+# which is the layer cache, stays)
+docker image prune -f --filter label=com.docker.compose.image.builder >/dev/null
 build_s=$(($(date +%s) - t_build))
 say "images built in $build_s s"
-docker image ls --format '{{.Repository}}:{{.Tag}} {{.Size}}' | sort | sed 's/^/   /'
+docker image ls --format '{{.Repository}}:{{.Tag}} {{.Size}}' | grep -v '^standin' | sort | sed 's/^/   /'
 
 # ------------------------------------------------------------------------------------------- checks
 STACK_COMPOSE="${COMPOSE[*]}" STACK_ENV_FILE="$WORK/stack.env" STACK_WORK="$WORK" STACK_PROJECT="$PROJECT" \

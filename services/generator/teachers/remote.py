@@ -39,6 +39,8 @@ from shared.cotset import CotRecord
 from shared.datasets.base import Question
 from shared.errors import CotdError
 from shared.metrics import observe_teacher_request
+from shared.policy import check_api_key_env
+from shared.settings import get_settings
 from shared.specs import CotSetSpec, TeacherSpec
 
 log = logging.getLogger(__name__)
@@ -83,9 +85,13 @@ def server_root(base_url: str) -> str:
 
 
 def api_key(t: TeacherSpec) -> str:
-    """The API key from the environment variable the teacher names (a placeholder when none)."""
+    """The API key from the environment variable the teacher names (a placeholder when none).
+
+    The variable must be on this machine's allow-list (`COTD_API_KEY_ENV_ALLOW`), checked before it is read.
+    """
     if not t.api_key_env:
         return NO_KEY
+    check_api_key_env(t.name, t.api_key_env, get_settings())
     key = os.environ.get(t.api_key_env)
     if not key:
         raise TeacherError(f"teacher {t.name}: environment variable {t.api_key_env} (api_key_env) is not set")
@@ -96,8 +102,6 @@ def resolve_base_url(t: TeacherSpec) -> str:
     """The teacher's server URL, or COTD_TEACHER_URL when the grid names none."""
     if t.base_url:
         return t.base_url
-    from shared.settings import get_settings
-
     url = get_settings().teacher_url
     if not url:
         raise TeacherError(f"teacher {t.name}: kind {t.kind} needs base_url (or COTD_TEACHER_URL)")
@@ -332,7 +336,7 @@ async def generate_remote(
 ) -> list[CotRecord]:
     """Ask the teacher for every question not yet in the journal; records in question order.
 
-    `check()` is called before each item's request; an exception it raises stops the run (a
+    `check()` is called after each item is journaled; an exception it raises stops the run (a
     cancelled grid), and the journaled replies are kept.
     """
     policy = policy or RetryPolicy()
@@ -353,11 +357,11 @@ async def generate_remote(
     results: dict[str, CotRecord] = dict(done)
 
     async def run(q: Question) -> None:
-        if check:
-            check()
         rec = await _one(q, spec, client, limiter, policy, stats)
         journal.append(rec)
         results[q.id] = rec
+        if check:
+            check()
 
     try:
         await asyncio.gather(*(run(q) for q in todo))

@@ -11,8 +11,6 @@ import sys
 import urllib.request
 from pathlib import Path
 
-import boto3
-
 ALIASES = Path.home() / ".mc-standin.json"
 
 
@@ -23,6 +21,8 @@ def aliases() -> dict:
 
 
 def client(name: str):
+    import boto3  # here, not at the top: `mc ready` (the healthcheck) must answer fast
+
     a = aliases()[name]
     return boto3.client(
         "s3",
