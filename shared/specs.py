@@ -77,6 +77,11 @@ class DatasetRef(_Spec):
         None, gt=0, le=MAX_ITEMS, description="Use only the first N test questions."
     )
     arith: ArithParams = Field(default_factory=ArithParams, description="Difficulty (arith only).")
+    skip_invalid: bool = Field(
+        False,
+        description="Skip (and log) items without a readable gold answer instead of stopping "
+        "(the paper's AQuA files have a few).",
+    )
 
     @field_validator("name")
     @classmethod
@@ -96,6 +101,8 @@ class DatasetRef(_Spec):
             fp["file_sha256"] = file_sha256(path)
         if self.name == "arith":
             fp["arith"] = self.arith.model_dump()
+        if self.skip_invalid:  # only when set, so that the keys of other grids stay as they were
+            fp["skip_invalid"] = True
         return fp
 
 

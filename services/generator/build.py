@@ -152,7 +152,9 @@ def build_cotset(
     )
     questions = [] if recorded_only else load_split(spec.dataset, "train")
     task = task_type(spec.dataset.name)
-    records = grade_records(teacher_records(spec, questions, workdir, check), questions, spec.teacher.filter, task)
+    records = grade_records(
+        teacher_records(spec, questions, workdir, check), questions, spec.teacher.filter, task
+    )
     if spec.teacher.kind in SERVER_KINDS:
         _count_outcomes(spec, records)
         if records and all(r.error for r in records):

@@ -16,4 +16,4 @@ def load_split(ref: DatasetRef, split: str) -> list[Question]:
     from shared.datasets.registry import load_questions
 
     data_file = ref.train_file if split == "train" else ref.test_file
-    return load_questions(ref.name, split, data_file=data_file, limit=limit)
+    return load_questions(ref.name, split, data_file=data_file, limit=limit, skip_invalid=ref.skip_invalid)

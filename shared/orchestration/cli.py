@@ -79,6 +79,28 @@ def submit_cmd(grid_file: Path, as_json: bool) -> None:
     click.echo(res.grid_id)
 
 
+@grid.command("plan")
+@click.argument("grid_files", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=Path))
+@click.option(
+    "--gpus", type=click.IntRange(min=1), default=8, show_default=True, help="GPUs for the wall-clock figure."
+)
+@click.option(
+    "--store",
+    "store",
+    default=None,
+    help="Count cache hits in this local store folder, or 'settings' for the configured store (COTD_STORE).",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the plan as JSON.")
+def plan_cmd(grid_files: tuple[Path, ...], gpus: int, store: str | None, as_json: bool) -> None:
+    """What GRID_FILES will cost: tasks after de-duplication and cache hits, tokens, GPU-hours."""
+    from shared.grid import load_grid
+    from shared.plan import format_plan, plan_grids, published_keys
+
+    grids = [load_grid(f) for f in grid_files]
+    plan = plan_grids(grids, published_keys(store, _ctx), gpus=gpus)
+    click.echo(plan.model_dump_json(indent=2) if as_json else format_plan(plan))
+
+
 @grid.command("status")
 @click.argument("grid_id")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")

@@ -92,10 +92,14 @@ def moto_server(log_dir: Path) -> Iterator[str]:
     port = free_port()
     log = open(log_dir / "moto.log", "wb")  # noqa: SIM115 - closed below
     proc = subprocess.Popen(
-        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)], stdout=log, stderr=subprocess.STDOUT
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        stdout=log,
+        stderr=subprocess.STDOUT,
     )
     try:
-        wait_for(lambda: proc.poll() is None and _http_ok(f"http://127.0.0.1:{port}/"), 30, "the moto S3 server")
+        wait_for(
+            lambda: proc.poll() is None and _http_ok(f"http://127.0.0.1:{port}/"), 30, "the moto S3 server"
+        )
         yield f"127.0.0.1:{port}"
     finally:
         stop(proc)
@@ -156,7 +160,9 @@ def client_settings(redis_url: str, s3_endpoint: str, bucket: str, cache_dir: Pa
 class Worker:
     """A `cotd worker ROLE` subprocess with its log file and /metrics port."""
 
-    def __init__(self, role: str, env: dict[str, str], log_dir: Path, concurrency: int = 1, name: str | None = None) -> None:
+    def __init__(
+        self, role: str, env: dict[str, str], log_dir: Path, concurrency: int = 1, name: str | None = None
+    ) -> None:
         self.role = role
         self.env = env
         self.concurrency = concurrency
@@ -170,19 +176,31 @@ class Worker:
         self.port = free_port()
         log = open(self.log_path, "ab")  # noqa: SIM115 - the child owns it
         self.proc = subprocess.Popen(
-            [*COTD, "worker", self.role, "--metrics-port", str(self.port), "--concurrency", str(self.concurrency)],
+            [
+                *COTD,
+                "worker",
+                self.role,
+                "--metrics-port",
+                str(self.port),
+                "--concurrency",
+                str(self.concurrency),
+            ],
             cwd=REPO,
             env=self.env,
             stdout=log,
             stderr=subprocess.STDOUT,
         )
         log.close()
-        wait_for(lambda: self._alive() and " ready." in self.log(), timeout, f"worker {self.name} to be ready")
+        wait_for(
+            lambda: self._alive() and " ready." in self.log(), timeout, f"worker {self.name} to be ready"
+        )
         return self
 
     def _alive(self) -> bool:
         if self.proc is not None and self.proc.poll() is not None:
-            raise AssertionError(f"worker {self.name} exited with {self.proc.returncode}:\n{self.log()[-3000:]}")
+            raise AssertionError(
+                f"worker {self.name} exited with {self.proc.returncode}:\n{self.log()[-3000:]}"
+            )
         return True
 
     def log(self) -> str:
@@ -204,3 +222,21 @@ class Worker:
         """Warm shutdown."""
         if self.proc is not None:
             stop(self.proc, timeout=20)
+
+
+@contextmanager
+def teacher_server(model: Path, log_dir: Path, threads: int = 1, timeout: float = 300) -> Iterator[str]:
+    """`cotd teacher serve` over a local model on a free loopback port; yields its base URL."""
+    port = free_port()
+    log = open(log_dir / "teacher-serve.log", "wb")  # noqa: SIM115 - closed below
+    cmd = [*COTD, "teacher", "serve", "--model", str(model), "--port", str(port), "--threads", str(threads)]
+    proc = subprocess.Popen(
+        cmd, stdout=log, stderr=subprocess.STDOUT, env=os.environ | {"OMP_NUM_THREADS": str(threads)}
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_for(lambda: proc.poll() is None and _http_ok(url + "/health"), timeout, "cotd teacher serve")
+        yield url
+    finally:
+        stop(proc)
+        log.close()

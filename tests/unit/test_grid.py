@@ -55,11 +55,12 @@ def with_(**changes):
 def test_quickstart_parses_and_expands():
     grid = load_grid(QUICKSTART)
     cells = expand(grid)
-    # procedural x 3 levels x 1 format + answer-only, x 2 students x 1 seed
-    assert len(cells) == 8
-    assert len({c.cot.key for c in cells}) == 4  # a CoT set is shared by the students
-    assert len({c.key for c in cells}) == 8
-    assert {c.level for c in cells} == {1, 3, 6, None}
+    # procedural x 2 levels x 1 format + answer-only, x 1 student x 3 seeds (pooled by the report)
+    assert len(grid.seeds) >= 3
+    assert len(cells) == 9
+    assert len({c.cot.key for c in cells}) == 3  # a CoT set is shared by the seeds
+    assert len({c.key for c in cells}) == 9
+    assert {c.level for c in cells} == {1, 3, None}
     answer_only = [c for c in cells if c.teacher_kind == "answer-only"]
     assert all(c.level is None and c.format is None for c in answer_only)
 
@@ -102,7 +103,14 @@ def test_keys_are_stable_across_processes(tmp_path):
     path = write(tmp_path, BASE)
     code = "import sys; from shared.grid import load_grid, expand; print(' '.join(c.key for c in expand(load_grid(sys.argv[1]))))"
     outs = {
-        subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True, check=True, env={"PYTHONHASHSEED": str(seed), "PATH": ""}, cwd=REPO_ROOT).stdout
+        subprocess.run(
+            [sys.executable, "-c", code, str(path)],
+            capture_output=True,
+            text=True,
+            check=True,
+            env={"PYTHONHASHSEED": str(seed), "PATH": ""},
+            cwd=REPO_ROOT,
+        ).stdout
         for seed in (1, 2)
     }
     assert len(outs) == 1
@@ -116,16 +124,37 @@ MALFORMED = [
     (with_(levels=[3, 3]), "grid.yaml: levels: levels repeat"),
     (with_(colour="red"), "grid.yaml: colour: unknown field"),
     (with_(datasets__0__name="imagenet"), "grid.yaml: datasets[0].name: must be one of svamp, gsm8k"),
-    (with_(teachers__1__kind="oracle"), "grid.yaml: teachers[1].kind: must be one of procedural, answer-only, human, recorded, tgi, openai"),
+    (
+        with_(teachers__1__kind="oracle"),
+        "grid.yaml: teachers[1].kind: must be one of procedural, answer-only, human, recorded, tgi, openai",
+    ),
     (with_(formats=["cot", "xml"]), "grid.yaml: formats[1]: must be one of cot, subquestion, rar, symbolic"),
     (with_(training={"lr": -1}), "grid.yaml: training.lr: Input should be greater than 0"),
-    (with_(students__0__training={"epochs": 0}), "grid.yaml: students[0].training.epochs: Input should be greater than 0"),
+    (
+        with_(students__0__training={"epochs": 0}),
+        "grid.yaml: students[0].training.epochs: Input should be greater than 0",
+    ),
     (with_(seeds=[]), "grid.yaml: seeds: List should have at least 1 item"),
-    (with_(students=[{"name": "a", "model": "x"}, {"name": "a", "model": "y"}]), "grid.yaml: students: duplicate name 'a'"),
-    (with_(teachers=[{"name": "r", "kind": "recorded"}]), "grid.yaml: teachers[0].files: required for a recorded teacher"),
-    (with_(teachers=[{"name": "t", "kind": "tgi"}]), "grid.yaml: teachers[0].model: required for a tgi teacher"),
-    (with_(evaluation={"batch_size": "many"}), "grid.yaml: evaluation.batch_size: Input should be a valid integer"),
-    (with_(students__0__trust_remote_code="perhaps"), "grid.yaml: students[0].trust_remote_code: Input should be a valid boolean"),
+    (
+        with_(students=[{"name": "a", "model": "x"}, {"name": "a", "model": "y"}]),
+        "grid.yaml: students: duplicate name 'a'",
+    ),
+    (
+        with_(teachers=[{"name": "r", "kind": "recorded"}]),
+        "grid.yaml: teachers[0].files: required for a recorded teacher",
+    ),
+    (
+        with_(teachers=[{"name": "t", "kind": "tgi"}]),
+        "grid.yaml: teachers[0].model: required for a tgi teacher",
+    ),
+    (
+        with_(evaluation={"batch_size": "many"}),
+        "grid.yaml: evaluation.batch_size: Input should be a valid integer",
+    ),
+    (
+        with_(students__0__trust_remote_code="perhaps"),
+        "grid.yaml: students[0].trust_remote_code: Input should be a valid boolean",
+    ),
     ("name: g\ndatasets: [\n", "grid.yaml: line 3: invalid YAML"),
     ("- just\n- a list\n", "grid.yaml: the grid must be a mapping of fields, got list"),
 ]

@@ -92,3 +92,18 @@ def test_human_teacher_reads_its_file(shared_data: Path, tmp_path: Path) -> None
     # the file is part of the key: another file, another CoT set
     other = human.cot.teacher.model_copy(update={"files": str(shared_data / "paper-cot/SVAMP_only_ans.json")})
     assert human.cot.model_copy(update={"teacher": other}).key != human.cot.key
+
+
+def test_skip_invalid_train_items(shared_data: Path) -> None:
+    """The paper's AQuA answer-only file has three items without a gold answer: the grid skips them."""
+    from shared.datasets.base import DatasetError
+    from shared.datasets.splits import load_split
+    from shared.specs import DatasetRef
+
+    f = str(shared_data / "paper-cot/aqua_only_ans.json")
+    with pytest.raises(DatasetError, match=r"aqua_only_ans.json: index 6365"):
+        load_split(DatasetRef(name="aqua", train_file=f), "train")
+    ref = DatasetRef(name="aqua", train_file=f, skip_invalid=True)
+    assert len(load_split(ref, "train")) == 6940 - 3
+    assert "skip_invalid" not in DatasetRef(name="aqua", train_file=f).split_fingerprint("train")  # keys stay
+    assert ref.split_fingerprint("train")["skip_invalid"] is True

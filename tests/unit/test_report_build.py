@@ -510,3 +510,33 @@ def test_odd_inputs_are_reported_not_fatal(tmp_path: Path) -> None:
     sets = {s["level"]: s for s in rep["cot_sets"]}
     assert sets[1]["teacher_accuracy"] is None and sets[1]["mean_words"] is None
     json.loads((tmp_path / REPORT_JSON).read_text())
+
+
+def test_strict_section_sets_the_paper_scoring_beside_ours(tmp_path: Path) -> None:
+    cells = [
+        _write_cell(tmp_path, f"{lv}-{seed}", first(k), level=lv, seed=seed, accuracy_strict=ks / N)
+        for lv, seed, k, ks in ((1, 1, 6, 4), (1, 2, 8, 6), (3, 1, 12, 12), (3, 2, 10, 9))
+    ]
+    cells.append(
+        _write_cell(tmp_path, "ao", first(5), teacher="answer-only", teacher_kind="answer-only", level=None,
+                    fmt=None, accuracy_strict=5 / N)
+    )  # fmt: skip
+    (tmp_path / "results.json").write_text(json.dumps({"grid": {"name": "strict"}, "cells": cells}))
+    rep = report_from_dir(tmp_path / "results.json", tmp_path / "out")
+    table = _table(rep, "strict-toy")
+    by = {r["label"]: r for r in table["records"]}
+    assert by["t1 L1 cot"]["accuracy"] == pytest.approx(7 / N)
+    assert by["t1 L1 cot"]["accuracy_strict"] == pytest.approx(5 / N)  # the mean over the two seeds
+    assert by["t1 L3 cot"]["accuracy_strict"] == pytest.approx(10.5 / N)
+    assert "accuracy_strict" in table["notes"][0] and "paper" in table["notes"][0]
+    level = next(t for t in rep["tables"] if t["kind"] == "by_level")
+    assert "`accuracy`, our flexible extraction" in level["notes"][0]  # each table says which it uses
+    md = (tmp_path / "out" / REPORT_MD).read_text()
+    assert "## Strict scoring" in md and "accuracy_strict (paper)" in md
+    # without strict figures the section says so instead of showing a table
+    for c in cells:
+        c.pop("accuracy_strict")
+    (tmp_path / "results.json").write_text(json.dumps({"grid": {"name": "strict"}, "cells": cells}))
+    rep = report_from_dir(tmp_path / "results.json", tmp_path / "out2")
+    assert not [t for t in rep["tables"] if t["kind"] == "strict"]
+    assert "the results carry no strict accuracy" in (tmp_path / "out2" / REPORT_MD).read_text()
