@@ -93,7 +93,8 @@ def test_killed_trainer_is_requeued_and_completes(cluster):
 
 
 def test_healthy_long_task_is_not_sent_twice(cluster):
-    res = cluster.submit(tiny_grid("requeue-healthy", None, [2], 1, 7, max_steps=40))
+    # long enough to outlive the requeue delay several times over, even on a fast idle machine
+    res = cluster.submit(tiny_grid("requeue-healthy", None, [2], 1, 7, max_steps=1500, save_every_steps=100))
     gs = cluster.state(res.grid_id)
     aid = _train_aid(gs)
     key = aid.split(":", 1)[1]

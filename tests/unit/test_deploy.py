@@ -6,7 +6,6 @@ import json
 import re
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -320,23 +319,6 @@ def test_constraints_satisfy_pyproject() -> None:
         name = re.sub(r"[-_.]+", "-", req.name).lower()
         if name in pins:
             assert req.specifier.contains(pins[name], prereleases=True), f"{name}=={pins[name]} breaks {dep}"
-
-
-def test_constraints_match_the_installed_environment() -> None:
-    """The pins are what is installed here; `python deploy/freeze_constraints.py` regenerates them.
-
-    A different environment (a fresh install resolving newer versions) is reported as a skip, not a
-    failure: the pins describe the images, and stay valid as long as they satisfy pyproject.toml.
-    """
-    result = subprocess.run(
-        [sys.executable, str(REPO_ROOT / "deploy" / "freeze_constraints.py"), "--check"],
-        capture_output=True,
-        text=True,
-        cwd=REPO_ROOT,
-        timeout=120,
-    )
-    if result.returncode != 0:
-        pytest.skip(f"Dockerfiles/constraints.txt differs from this environment: {result.stderr.strip()}")
 
 
 # ---------------------------------------------------------------------------------- Prometheus/Grafana

@@ -149,9 +149,17 @@ def test_score_predictions_with_named_fields(tmp_path: Path) -> None:
     assert m["extraction_failure_rate"] == pytest.approx(1 / 3)
     assert [r["correct"] for r in _rows(out / "predictions.jsonl")] == [True, False, False]
 
-    broken = _write(
-        tmp_path / "preds_bad.json", [{"problem": qs[0], "response": "The answer is 3."}, {"problem": qs[1]}]
+    # an item without the output field is scored wrong and counted (the paper's files are not uniform)
+    gaps = _write(
+        tmp_path / "preds_gap.json", [{"problem": qs[0], "response": "The answer is 3."}, {"problem": qs[1]}]
     )
+    res = CliRunner().invoke(cli, ["evaluate", *args[:1], str(gaps), *args[2:], *fields])
+    assert res.exit_code == 0, res.output
+    m = json.loads((out / "metrics.json").read_text())
+    assert (m["n"], m["correct"], m["n_no_output"]) == (2, 1, 1)
+
+    # an item without its question cannot be joined to gold: one line naming the file and the index
+    broken = _write(tmp_path / "preds_bad.json", [{"problem": qs[0], "response": "3"}, {"response": "8"}])
     res = CliRunner().invoke(cli, ["evaluate", *args[:1], str(broken), *args[2:], *fields])
     assert res.exit_code != 0 and "preds_bad.json" in res.output and "index 1" in res.output
     assert len(res.output.strip().splitlines()) == 1
