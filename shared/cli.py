@@ -94,8 +94,8 @@ def run_cmd(grid_file: Path, out: Path | None, jobs: int | None, device: str) ->
 
     Exit 0 when every cell is done, 1 when a cell failed (results and report are still written).
     """
-    from shared.embedded import run_grid
     from shared.grid import load_grid
+    from shared.orchestration.embedded import run_grid
 
     grid = load_grid(grid_file)
     results = run_grid(grid, out or Path("runs") / grid.name, echo=click.echo, device=device, jobs=jobs)
@@ -107,7 +107,7 @@ def _register() -> None:
     from services.evaluator.cli import evaluate
     from services.generator.cli import data, generate, teacher
     from services.trainer.cli import model, train
-    from shared.report.cli import report
+    from shared.orchestration.report_cli import report
 
     for cmd in (generate, data, teacher, train, model, evaluate, report):
         cli.add_command(cmd)

@@ -25,6 +25,7 @@ from shared.specs import (
     StudentSpec,
     TeacherSpec,
 )
+from shared.teacher_kinds import TEACHER_KINDS, teacher_problems
 
 
 class GridError(CotdError, ValueError):
@@ -72,18 +73,8 @@ class GridSpec(BaseModel):
             if dup:
                 raise ValueError(f"{field}: duplicate name {sorted(dup)[0]!r}")
         for i, t in enumerate(self.teachers):
-            if t.kind == "recorded" and not t.files:
-                raise ValueError(f"teachers[{i}].files: required for a recorded teacher")
-            if t.kind in ("tgi", "openai") and not t.model:
-                raise ValueError(f"teachers[{i}].model: required for a {t.kind} teacher")
-            if t.kind == "procedural" and any(d.name != "arith" for d in self.datasets):
-                raise ValueError(f"teachers[{i}].kind: procedural writes only the arith dataset")
-            if t.kind == "human" and t.files is not None and not isinstance(t.files, str):
-                raise ValueError(f"teachers[{i}].files: a human teacher takes one file, not a mapping")
-            if t.kind not in ("recorded", "human") and t.files is not None:
-                raise ValueError(f"teachers[{i}].files: only recorded and human teachers read files")
-            if not t.uses_levels and (t.levels or t.formats):
-                raise ValueError(f"teachers[{i}].levels: a {t.kind} teacher writes no levels or formats")
+            for field, problem in teacher_problems(t, [d.name for d in self.datasets])[:1]:
+                raise ValueError(f"teachers[{i}].{field}: {problem}")
             for lv in t.levels or []:
                 if not 1 <= lv <= 6:
                     raise ValueError(f"teachers[{i}].levels: must be between 1 and 6, got {lv}")
@@ -122,15 +113,7 @@ class Cell(BaseModel):
 
 def prompt_version(kind: str) -> str:
     """The version of whatever turns questions into rationales for this teacher kind."""
-    if kind == "procedural":
-        from services.generator.teachers.procedural import PROCEDURAL_VERSION
-
-        return PROCEDURAL_VERSION
-    if kind in ("tgi", "openai"):
-        from services.generator.prompts import PROMPT_VERSION
-
-        return PROMPT_VERSION
-    return kind  # recorded, human and answer-only use no prompt
+    return TEACHER_KINDS[kind].prompt_version
 
 
 def expand(grid: GridSpec) -> list[Cell]:

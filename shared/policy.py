@@ -25,6 +25,7 @@ from shared.specs import (
     TeacherSpec,
     recorded_path,
 )
+from shared.teacher_kinds import FILE_KINDS
 
 
 class PolicyError(CotdError, ValueError):
@@ -56,7 +57,7 @@ def _dataset_files(ref: DatasetRef, where: str) -> list[tuple[str, str]]:
 
 def _cot_files(cot: CotSetSpec) -> list[tuple[str, str]]:
     out = _dataset_files(cot.dataset, "dataset")
-    if cot.teacher.kind in ("recorded", "human") and cot.teacher.files:
+    if cot.teacher.kind in FILE_KINDS and cot.teacher.files:
         out.append(
             (f"teacher {cot.teacher.name}.files", recorded_path(cot.teacher.files, cot.level, cot.format))
         )

@@ -26,9 +26,9 @@ from shared.config import (
     TrainingOverrides,
 )
 from shared.keys import content_key, file_sha256
+from shared.teacher_kinds import FILE_KINDS, TEACHER_KINDS
 
-TeacherKind = Literal["procedural", "answer-only", "human", "recorded", "tgi", "openai"]
-LEVEL_FREE_KINDS = ("answer-only", "human")
+TeacherKind = Literal[tuple(TEACHER_KINDS)]  # type: ignore[valid-type]
 
 NAME_PATTERN = r"[A-Za-z0-9][A-Za-z0-9._+-]{0,63}"
 """Grid, teacher and student names: 1-64 letters, digits, `.`, `_`, `+`, `-`, starting with a letter or digit."""
@@ -110,7 +110,7 @@ class TeacherSpec(_Spec):
     """A teacher: a server (tgi/openai), recorded files, the dataset's own rationales, or code."""
 
     name: Name = Field(description="Label used in results and reports (see NAME_PATTERN).")
-    kind: TeacherKind = Field(description="procedural, answer-only, human, recorded, tgi or openai.")
+    kind: TeacherKind = Field(description=f"{', '.join(list(TEACHER_KINDS)[:-1])} or {list(TEACHER_KINDS)[-1]}.")
     model: str | None = Field(
         None, description="Teacher model id (tgi/openai); its tokenizer gives the chat template."
     )
@@ -158,12 +158,12 @@ class TeacherSpec(_Spec):
     @property
     def uses_levels(self) -> bool:
         """Whether this teacher writes at granularity levels (answer-only and human do not)."""
-        return self.kind not in LEVEL_FREE_KINDS
+        return TEACHER_KINDS[self.kind].uses_levels
 
     def identity(self, level: int | None, fmt: str | None) -> dict[str, Any]:
         """The fields that determine what this teacher writes (not its name, URL or rate limits)."""
         ident: dict[str, Any] = {"kind": self.kind, "filter": self.filter}
-        if self.kind in ("tgi", "openai"):
+        if TEACHER_KINDS[self.kind].server:
             ident |= {
                 "model": self.model,
                 "revision": self.revision,
@@ -172,7 +172,7 @@ class TeacherSpec(_Spec):
                 "temperature": self.temperature,
                 "top_p": self.top_p,
             }
-        if self.kind in ("recorded", "human") and self.files:
+        if self.kind in FILE_KINDS and self.files:
             path = recorded_path(self.files, level, fmt)
             ident["file_sha256"] = file_sha256(path) if Path(path).exists() else path
         return ident

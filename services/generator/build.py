@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -14,9 +15,9 @@ from shared.datasets.base import Question, TaskType, dataset_of, parse_choices
 from shared.datasets.splits import load_split
 from shared.errors import CotdError
 from shared.specs import CotSetSpec
+from shared.teacher_kinds import SERVER_KINDS, TEACHER_KINDS, cotset_problem
 
 MANIFEST_FILE = "manifest.json"
-SERVER_KINDS = ("tgi", "openai")
 
 
 def teacher_records(
@@ -26,20 +27,11 @@ def teacher_records(
 
     `check()` is called after each reply of a teacher server (offline teachers take no time).
     """
-    from services.generator.teachers import offline
-
-    kind = spec.teacher.kind
-    if kind == "procedural":
-        return offline.procedural_records(spec, questions)
-    if kind == "answer-only":
-        return offline.answer_only_records(questions)
-    if kind == "human":
-        return offline.human_records(spec, questions)
-    if kind == "recorded":
-        return offline.recorded_records(spec, questions)
-    from services.generator.teachers.remote import remote_records
-
-    return remote_records(spec, questions, workdir, check=check)
+    if problem := cotset_problem(spec):
+        raise ValueError(problem)
+    module, func = TEACHER_KINDS[spec.teacher.kind].writer.split(":")
+    writer = getattr(importlib.import_module(module), func)
+    return writer(spec, questions, workdir, check=check)
 
 
 def grade_records(

@@ -7,11 +7,11 @@ from pathlib import Path
 
 import click
 
-TEACHER_KINDS = ["procedural", "answer-only", "human", "recorded", "tgi", "openai"]
+from shared.teacher_kinds import TEACHER_KINDS
 
 
 @click.command("generate")
-@click.option("--teacher", "teacher_kind", required=True, type=click.Choice(TEACHER_KINDS))
+@click.option("--teacher", "teacher_kind", required=True, type=click.Choice(list(TEACHER_KINDS)))
 @click.option("--dataset", required=True)
 @click.option("--train-file", default=None, help="Local train questions (default: the hub, or arith).")
 @click.option("--level", type=click.IntRange(1, 6), default=None)
@@ -42,14 +42,13 @@ def generate(
     from services.generator.build import MANIFEST_FILE, build_cotset
     from shared.grid import prompt_version
     from shared.specs import CotSetSpec, DatasetRef, TeacherSpec
+    from shared.teacher_kinds import cotset_problem
 
     teacher = TeacherSpec(
         name=name or model or teacher_kind, kind=teacher_kind, model=model, revision=revision, base_url=base_url,
         route=route, api_key_env=api_key_env, files=files, concurrency=concurrency, max_new_tokens=max_new_tokens,
         temperature=temperature, timeout_s=timeout_s, max_retries=max_retries, filter=keep,
     )
-    if teacher_kind in ("tgi", "openai") and level is None:
-        raise click.UsageError(f"--teacher {teacher_kind} needs --level 1..6")
     spec = CotSetSpec(
         dataset=DatasetRef(name=dataset, train_file=train_file, train_size=limit),
         teacher=teacher,
@@ -57,6 +56,8 @@ def generate(
         format=fmt if teacher.uses_levels else None,
         prompt_version=prompt_version(teacher_kind),
     )
+    if problem := cotset_problem(spec):
+        raise click.UsageError(problem)
     out.mkdir(parents=True, exist_ok=True)
     manifest = build_cotset(spec, out, out) | {"key": spec.key}
     (out / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2))

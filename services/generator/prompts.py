@@ -1,7 +1,7 @@
 """The prompt library: six granularity levels x four formats, for each task type.
 
 The paper's prompts were not published; these are our own. They are versioned: `PROMPT_VERSION`
-is part of every CoT set key, so changing any text below must bump it.
+(in `shared/teacher_kinds.py`) is part of every CoT set key, so changing any text below must bump it.
 
 - Level 1 asks for a one-line justification; level 6 for every elementary step and a check.
   Each level states a step count and a target length in words that grow with the level
@@ -16,8 +16,8 @@ from __future__ import annotations
 from pydantic import BaseModel, ConfigDict
 
 from shared.datasets.base import Question, TaskType
+from shared.teacher_kinds import PROMPT_VERSION as PROMPT_VERSION  # declared with the teacher kinds
 
-PROMPT_VERSION = "p1"
 LEVELS: tuple[int, ...] = (1, 2, 3, 4, 5, 6)
 FORMATS: tuple[str, ...] = ("cot", "subquestion", "rar", "symbolic")
 

@@ -94,7 +94,7 @@ def submit_cmd(grid_file: Path, as_json: bool) -> None:
 def plan_cmd(grid_files: tuple[Path, ...], gpus: int, store: str | None, as_json: bool) -> None:
     """What GRID_FILES will cost: tasks after de-duplication and cache hits, tokens, GPU-hours."""
     from shared.grid import load_grid
-    from shared.plan import format_plan, plan_grids, published_keys
+    from shared.orchestration.plan import format_plan, plan_grids, published_keys
 
     grids = [load_grid(f) for f in grid_files]
     plan = plan_grids(grids, published_keys(store, _ctx), gpus=gpus)

@@ -12,8 +12,8 @@ import json
 import shutil
 
 from shared.artifacts import ArtifactStore
+from shared.orchestration.stages import StageResult
 from shared.specs import CheckpointSpec, CotSetSpec, EvalSpec
-from shared.stages import StageResult
 
 
 def _publish(store: ArtifactStore, kind: str, key: str, files: dict[str, str], manifest: dict) -> StageResult:

@@ -22,10 +22,10 @@ from shared.artifacts import ArtifactStore
 from shared.grid import Cell, GridSpec, expand
 from shared.messages import EvaluateMessage, GenerateMessage, TrainMessage, dump_message
 from shared.orchestration.context import Context
+from shared.orchestration.results import cell_row, results_doc
 from shared.orchestration.state import GridState, art_id, split_id
 from shared.policy import check_teachers
 from shared.queues import TASK_NAMES, Queue
-from shared.results import cell_row, results_doc
 
 log = logging.getLogger("cotd.grid")
 KIND_OF = {"generate": "cotsets", "train": "checkpoints", "evaluate": "evals"}

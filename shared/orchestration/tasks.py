@@ -42,11 +42,11 @@ from shared.orchestration.cancel import CancelCheck, Cancelled
 from shared.orchestration.context import Context, get_context
 from shared.orchestration.deadletter import dead_letter
 from shared.orchestration.lease import Lease
+from shared.orchestration.stages import StageResult
 from shared.orchestration.state import GridState, art_id
 from shared.orchestration.submit import enqueue_next, finalize
 from shared.policy import PolicyError, check_worker_spec
 from shared.queues import ARTIFACT_KIND, TASK_NAMES, Queue
-from shared.stages import StageResult
 
 log = logging.getLogger("cotd.worker")
 
@@ -95,7 +95,7 @@ def _stage_fn(queue: Queue, mode: str):
         from shared.orchestration import noop
 
         return {Queue.GENERATE: noop.noop_generate, Queue.TRAIN: noop.noop_train, Queue.EVALUATE: noop.noop_evaluate}[queue]
-    from shared.stages import evaluate_stage, generate_stage, train_stage
+    from shared.orchestration.stages import evaluate_stage, generate_stage, train_stage
 
     return {Queue.GENERATE: generate_stage, Queue.TRAIN: train_stage, Queue.EVALUATE: evaluate_stage}[queue]
 

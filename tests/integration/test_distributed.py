@@ -155,8 +155,8 @@ def test_grid_runs_distributed_like_embedded(cluster, main_grid):
     import torch
 
     from shared.artifacts import LocalStore
-    from shared.embedded import run_grid
     from shared.grid import load_grid
+    from shared.orchestration.embedded import run_grid
 
     res = main_grid["submit"]
     assert main_grid["status"] == "done", cluster.state(res.grid_id).hash("reasons")

@@ -8,9 +8,9 @@ import pytest
 
 from services.generator.build import TeacherUnavailable
 from shared.artifacts import LocalStore
+from shared.orchestration.stages import generate_stage
 from shared.orchestration.tasks import is_transient
 from shared.specs import CotSetSpec, DatasetRef, TeacherSpec
-from shared.stages import generate_stage
 
 
 def _closed_port() -> int:

@@ -15,7 +15,13 @@ from shared.artifacts import LocalStore
 from shared.cli import cli
 from shared.datasets.arith import make_problems
 from shared.grid import expand, load_grid, parse_grid
-from shared.plan import BPE_PER_REGEX_TOKEN, TEMPLATE_TOKENS, load_throughput, plan_grids, published_keys
+from shared.orchestration.plan import (
+    BPE_PER_REGEX_TOKEN,
+    TEMPLATE_TOKENS,
+    load_throughput,
+    plan_grids,
+    published_keys,
+)
 from shared.specs import ArithParams
 from tests.conftest import REPO_ROOT
 
@@ -42,7 +48,7 @@ def _tok(text: str) -> float:
 
 
 def test_counts_deduplicate_across_grids_and_take_off_cache_hits(tmp_path: Path) -> None:
-    from shared.stages import generate_stage
+    from shared.orchestration.stages import generate_stage
 
     a = parse_grid(_grid("a", [1, 3], [1, 2]))
     b = parse_grid(_grid("b", [3, 6], [2]))  # L3 seed 2 and answer-only seed 2 are also in `a`

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
+from shared.orchestration.report_cli import report as report_cmd
 from shared.report.build import REPORT_HTML, REPORT_JSON, REPORT_MD, report_from_dir
-from shared.report.cli import report as report_cmd
 from shared.report.stats import wilson_interval
 
 N = 20

@@ -1,21 +1,27 @@
-"""Teachers that call no server: procedural (arith), answer-only, human, recorded files."""
+"""Teachers that call no server: procedural (arith), answer-only, human, recorded files.
+
+Each writer takes the signature of `shared.teacher_kinds`; `workdir` and `check` go unused (no server to resume
+or wait for)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 from shared.cotset import CotRecord
 from shared.datasets.base import DatasetError, Question
 from shared.specs import CotSetSpec, recorded_path
 
+Check = Callable[[], None]
 
-def procedural_records(spec: CotSetSpec, questions: list[Question]) -> list[CotRecord]:
+
+def procedural_records(
+    spec: CotSetSpec, questions: list[Question], workdir: Path | None = None, check: Check | None = None
+) -> list[CotRecord]:
     """Exact arith rationales at the spec's level and format."""
     from services.generator.teachers.procedural import rationale
     from shared.datasets.arith import make_problems
 
-    if spec.dataset.name != "arith":
-        raise ValueError(f"the procedural teacher writes arith only, not {spec.dataset.name}")
     problems = make_problems(spec.dataset.arith, "train", len(questions))
     return [
         CotRecord(id=q.id, question=q.text, rationale=rationale(p, spec.level or 1, spec.format or "cot"))
@@ -23,12 +29,16 @@ def procedural_records(spec: CotSetSpec, questions: list[Question]) -> list[CotR
     ]
 
 
-def answer_only_records(questions: list[Question]) -> list[CotRecord]:
+def answer_only_records(
+    spec: CotSetSpec, questions: list[Question], workdir: Path | None = None, check: Check | None = None
+) -> list[CotRecord]:
     """The answer alone: "The answer is X"."""
     return [CotRecord(id=q.id, question=q.text, rationale=f"The answer is {q.gold}") for q in questions]
 
 
-def human_records(spec: CotSetSpec, questions: list[Question]) -> list[CotRecord]:
+def human_records(
+    spec: CotSetSpec, questions: list[Question], workdir: Path | None = None, check: Check | None = None
+) -> list[CotRecord]:
     """The dataset's own rationales, ending "The answer is X" (appended when absent).
 
     With `files`, they are read from that file (e.g. the paper's ``*_human_annotation.json``) and
@@ -50,7 +60,9 @@ def human_records(spec: CotSetSpec, questions: list[Question]) -> list[CotRecord
     return out
 
 
-def recorded_records(spec: CotSetSpec, questions: list[Question]) -> list[CotRecord]:
+def recorded_records(
+    spec: CotSetSpec, questions: list[Question], workdir: Path | None = None, check: Check | None = None
+) -> list[CotRecord]:
     """Rationales read from the paper's files or any alpaca JSON/JSONL, joined to the train questions.
 
     The join is by question id (dataset name + normalised question text). A train question the file
@@ -60,9 +72,7 @@ def recorded_records(spec: CotSetSpec, questions: list[Question]) -> list[CotRec
     """
     from shared.cotset import read_cot_file
 
-    if not spec.teacher.files:
-        raise ValueError(f"teacher {spec.teacher.name}: kind recorded needs `files`")
-    path = recorded_path(spec.teacher.files, spec.level, spec.format)
+    path = recorded_path(spec.teacher.files or "", spec.level, spec.format)
     if not Path(path).exists():
         raise DatasetError(f"{path}: recorded file not found (teacher {spec.teacher.name})")
     by_id: dict[str, CotRecord] = {}

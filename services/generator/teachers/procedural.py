@@ -8,8 +8,8 @@ Every rationale ends "The answer is X".
 from __future__ import annotations
 
 from shared.datasets.arith import ArithProblem, Step
+from shared.teacher_kinds import PROCEDURAL_VERSION as PROCEDURAL_VERSION  # bump it when rationales change
 
-PROCEDURAL_VERSION = "arith-procedural-v1"
 _OP_WORD = {"+": "add", "-": "subtract", "*": "multiply by"}
 
 

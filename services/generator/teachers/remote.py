@@ -402,8 +402,6 @@ def remote_records(
     check: Callable[[], None] | None = None,
 ) -> list[CotRecord]:
     """Rationales from a tgi/openai teacher, one record per question (failures keep their error)."""
-    if spec.level is None:
-        raise ValueError(f"teacher {spec.teacher.name}: kind {spec.teacher.kind} needs a level (1-6)")
     return _run_sync(generate_remote(spec, questions, Path(workdir), policy, check=check))
 
 

@@ -20,9 +20,9 @@ from tqdm import tqdm
 
 from shared.artifacts import LocalStore
 from shared.grid import Cell, GridSpec, expand
-from shared.results import cell_row, results_doc
+from shared.orchestration.results import cell_row, results_doc
+from shared.orchestration.stages import evaluate_stage, generate_stage, train_stage
 from shared.specs import CheckpointSpec, EvalSpec
-from shared.stages import evaluate_stage, generate_stage, train_stage
 
 
 def _unique(cells: list[Cell], attr: str) -> list:

@@ -29,9 +29,9 @@ from pydantic import BaseModel, Field
 
 from shared.grid import Cell, GridSpec, expand
 from shared.specs import CotSetSpec, DatasetRef, StudentSpec, TeacherSpec, recorded_path
+from shared.teacher_kinds import SERVER_KINDS
 
-THROUGHPUT_FILE = Path(__file__).resolve().parents[1] / "bench" / "results" / "throughput.json"
-SERVER_KINDS = ("tgi", "openai")
+THROUGHPUT_FILE = Path(__file__).resolve().parents[2] / "bench" / "results" / "throughput.json"
 #: BPE tokens per regex token (word runs and punctuation marks) and regex tokens per word, measured
 #: with the SmolLM2 tokenizer on 300 rationales each of the paper's SVAMP, StrategyQA, OpenBookQA and
 #: MATH files (1.24 / 1.11 / 1.03 / 1.32 and 1.16 / 1.15 / 1.15 / 1.30)
