@@ -143,17 +143,3 @@ class LocalStore(ArtifactStore):
     def keys(self, kind: str) -> list[str]:
         d = self.root / kind
         return sorted(p.name for p in d.iterdir() if (p / MANIFEST).exists()) if d.exists() else []
-
-
-def open_store(settings=None, root: str | Path | None = None) -> ArtifactStore:
-    """The store the settings name (`COTD_STORE=local|s3`), or a local store at `root`."""
-    from shared.settings import get_settings
-
-    s = settings or get_settings()
-    if root is not None:
-        return LocalStore(root)
-    if s.store == "s3":
-        from shared.s3_store import S3Store
-
-        return S3Store.from_settings(s)
-    return LocalStore(s.store_dir)

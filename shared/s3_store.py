@@ -22,7 +22,7 @@ from typing import Any
 from minio import Minio
 from minio.error import S3Error
 
-from shared.artifacts import KINDS, MANIFEST, ArtifactStore, _check
+from shared.artifacts import KINDS, MANIFEST, ArtifactStore, LocalStore, _check
 from shared.paths import member_path
 
 PART_SIZE = 64 * 1024 * 1024
@@ -182,3 +182,15 @@ class S3Store(ArtifactStore):
     def object_names(self, prefix: str = "") -> list[str]:
         """Every object name under `prefix` (for inspection and tests)."""
         return sorted(o.object_name for o in self.client.list_objects(self.bucket, prefix=prefix, recursive=True))
+
+
+def open_store(settings=None, root: str | Path | None = None) -> ArtifactStore:
+    """The store the settings name (`COTD_STORE=local|s3`), or a local store at `root`."""
+    from shared.settings import get_settings
+
+    s = settings or get_settings()
+    if root is not None:
+        return LocalStore(root)
+    if s.store == "s3":
+        return S3Store.from_settings(s)
+    return LocalStore(s.store_dir)

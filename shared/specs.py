@@ -25,6 +25,7 @@ from shared.config import (
     TrainingConfig,
     TrainingOverrides,
 )
+from shared.datasets.arith import ArithParams
 from shared.keys import content_key, file_sha256
 from shared.teacher_kinds import FILE_KINDS, TEACHER_KINDS
 
@@ -52,16 +53,6 @@ Seed = Annotated[int, Field(ge=0, lt=MAX_SEED)]
 
 class _Spec(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class ArithParams(_Spec):
-    """Difficulty of the built-in `arith` dataset."""
-
-    n_ops: int = Field(3, ge=1, le=6, description="Operations per problem.")
-    max_operand: int = Field(9, ge=1, le=99, description="Largest added/subtracted operand.")
-    max_value: int = Field(20, ge=2, le=999, description="Every intermediate result stays in 0..max_value.")
-    multipliers: list[int] = Field(default_factory=lambda: [2, 3], description="Allowed multipliers.")
-    seed: Seed = Field(0, description="Generator seed, below 2**32 (train and test never overlap).")
 
 
 class DatasetRef(_Spec):

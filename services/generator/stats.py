@@ -119,7 +119,7 @@ def file_stats(
     records are joined to it by question id (normalised question text). Without gold,
     ``teacher_accuracy`` is None. ``graded`` counts the records that found their gold answer.
     """
-    from services.generator.build import grade_records
+    from services.generator.grading import grade_records
     from shared.cotset import read_cot_file
     from shared.datasets.registry import canonical_name, load_questions, task_type
 

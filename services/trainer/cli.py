@@ -65,7 +65,7 @@ def resolve_cot(cot: str) -> Path:
     p = Path(cot).expanduser()
     if p.exists():
         return p
-    from shared.artifacts import open_store
+    from shared.s3_store import open_store
 
     store = open_store()
     try:

@@ -18,17 +18,13 @@ import torch
 
 from services.trainer import checkpoint as ckpt
 from services.trainer.data import IGNORE, Example, collate, micro_batches
+from services.trainer.errors import TrainingError
 from services.trainer.parallel import Parallel
 from services.trainer.telemetry import LOG_FILE, StepLog, peak_memory, trim_log
 from shared.config import TrainingConfig
-from shared.errors import CotdError
 
 STATE_DIR = ckpt.STATE_DIR
 resume_step = ckpt.resume_step
-
-
-class TrainingError(CotdError, RuntimeError):
-    """Training cannot go on (non-finite loss, empty data, bad settings)."""
 
 
 def lr_lambda(cfg: TrainingConfig, total_steps: int) -> Callable[[int], float]:

@@ -22,6 +22,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from services.trainer.errors import TrainingError
+
 log = logging.getLogger("cotd.trainer")
 
 
@@ -204,8 +206,6 @@ class Parallel:
 
 def spawn(spec: dict[str, Any], workdir: Path, nproc: int) -> dict[str, Any]:
     """Run the recipe under torchrun over `nproc` local GPUs; rank 0's summary."""
-    from services.trainer.loop import TrainingError
-
     workdir.mkdir(parents=True, exist_ok=True)
     spec_path = workdir / "launch.json"
     spec_path.write_text(json.dumps(spec))

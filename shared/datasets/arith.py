@@ -11,12 +11,26 @@ import hashlib
 import random
 from dataclasses import dataclass
 
+from pydantic import BaseModel, ConfigDict, Field
+
+from shared.config import MAX_SEED
 from shared.datasets.base import Question, TaskType, normalize_text, question_id
-from shared.specs import ArithParams
 
 NAMES = ("Ann", "Ben", "Cal", "Dee")
 OBJECTS = ("apples", "pens", "cards", "coins")
 TEST_SHARE = 10  # one structure in TEST_SHARE goes to test
+
+
+class ArithParams(BaseModel):
+    """Difficulty of the built-in `arith` dataset."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    n_ops: int = Field(3, ge=1, le=6, description="Operations per problem.")
+    max_operand: int = Field(9, ge=1, le=99, description="Largest added/subtracted operand.")
+    max_value: int = Field(20, ge=2, le=999, description="Every intermediate result stays in 0..max_value.")
+    multipliers: list[int] = Field(default_factory=lambda: [2, 3], description="Allowed multipliers.")
+    seed: int = Field(0, ge=0, lt=MAX_SEED, description="Generator seed, below 2**32 (train and test never overlap).")
 
 
 @dataclass(frozen=True)

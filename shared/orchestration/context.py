@@ -7,7 +7,8 @@ from functools import cached_property
 import redis
 from celery import Celery
 
-from shared.artifacts import ArtifactStore, open_store
+from shared.artifacts import ArtifactStore
+from shared.s3_store import open_store
 from shared.settings import Settings, get_settings
 
 
