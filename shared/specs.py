@@ -26,6 +26,7 @@ from shared.config import (
     TrainingOverrides,
 )
 from shared.datasets.arith import ArithParams
+from shared.datasets.registry import DATASET_NAMES, DATASETS
 from shared.keys import content_key, file_sha256
 from shared.teacher_kinds import FILE_KINDS, TEACHER_KINDS
 
@@ -58,7 +59,7 @@ class _Spec(BaseModel):
 class DatasetRef(_Spec):
     """A dataset as a grid names it: hub or local files, with optional size limits."""
 
-    name: str = Field(description="svamp, gsm8k, aqua, math, csqa, openbookqa, strategyqa or arith.")
+    name: str = Field(description=f"{', '.join(DATASET_NAMES[:-1])} or {DATASET_NAMES[-1]}.")
     train_file: str | None = Field(None, description="Local train file (questions with gold, or rationales).")
     test_file: str | None = Field(None, description="Local test file; the hub test split when absent.")
     train_size: int | None = Field(
@@ -77,8 +78,6 @@ class DatasetRef(_Spec):
     @field_validator("name")
     @classmethod
     def _known(cls, v: str) -> str:
-        from shared.datasets.registry import DATASET_NAMES
-
         if v not in DATASET_NAMES:
             raise ValueError(f"must be one of {', '.join(DATASET_NAMES)}")
         return v
@@ -90,7 +89,7 @@ class DatasetRef(_Spec):
         fp: dict[str, Any] = {"name": self.name, "split": split, "size": size}
         if path:
             fp["file_sha256"] = file_sha256(path)
-        if self.name == "arith":
+        if DATASETS[self.name].generated:
             fp["arith"] = self.arith.model_dump()
         if self.skip_invalid:  # only when set, so that the keys of other grids stay as they were
             fp["skip_invalid"] = True

@@ -11,6 +11,7 @@ from services.generator.grading import grade_records
 from services.generator.stats import cot_stats, token_counter
 from shared.cotset import COT_FILE, CotRecord, write_records
 from shared.datasets.base import Question
+from shared.datasets.registry import DATASETS
 from shared.datasets.splits import load_split
 from shared.errors import CotdError
 from shared.specs import CotSetSpec
@@ -111,7 +112,9 @@ def build_cotset(
 
     # a recorded teacher without a train file uses the file's own questions (no gold: not graded)
     recorded_only = (
-        spec.teacher.kind == "recorded" and spec.dataset.name != "arith" and not spec.dataset.train_file
+        spec.teacher.kind == "recorded"
+        and not DATASETS[spec.dataset.name].generated
+        and not spec.dataset.train_file
     )
     questions = [] if recorded_only else load_split(spec.dataset, "train")
     task = task_type(spec.dataset.name)

@@ -10,11 +10,12 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from shared.datasets.base import LETTERS, Question, TaskType, make_question, render_choices
+from shared.datasets.base import LETTERS, Question, make_question, render_choices
 from shared.datasets.files import Record, alpaca_question, hub_records, load_file
+from shared.datasets.registry import DATASETS
 
 NAME = "aqua"
-TASK = TaskType.CHOICE
+TASK = DATASETS[NAME].task
 HUB_ID, HUB_CONFIG = "deepmind/aqua_rat", "raw"
 SPLITS = {"test": "test", "train": "train", "dev": "validation", "validation": "validation"}
 

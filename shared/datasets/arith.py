@@ -141,3 +141,7 @@ def load_arith_split(split: str, limit: int | None = None, params: ArithParams |
     """The arith questions of a split (default sizes: 20k train, 500 test)."""
     n = limit or DEFAULT_SIZES[split]
     return [p.question() for p in make_problems(params or ArithParams(), split, n)]
+
+
+generate = load_arith_split
+"""The registry's loader of a generated dataset."""

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from shared.datasets.base import LETTERS, Question, TaskType, make_question, render_choices
+from shared.datasets.base import LETTERS, Question, make_question, render_choices
 from shared.datasets.files import Record, alpaca_question, hub_records, load_file
+from shared.datasets.registry import DATASETS
 
 NAME = "csqa"
-TASK = TaskType.CHOICE
+TASK = DATASETS[NAME].task
 HUB_ID = "tau/commonsense_qa"
 SPLITS = {"test": "validation", "train": "train", "validation": "validation", "dev": "validation"}
 

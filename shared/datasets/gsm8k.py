@@ -11,11 +11,12 @@ import re
 from pathlib import Path
 
 from shared.answers import canonical_number
-from shared.datasets.base import Question, TaskType, make_question
+from shared.datasets.base import Question, make_question
 from shared.datasets.files import Record, alpaca_question, hub_records, load_file
+from shared.datasets.registry import DATASETS
 
 NAME = "gsm8k"
-TASK = TaskType.NUMBER
+TASK = DATASETS[NAME].task
 HUB_ID, HUB_CONFIG = "openai/gsm8k", "main"
 
 _CALC = re.compile(r"<<[^<>]*>>")

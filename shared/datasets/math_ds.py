@@ -13,12 +13,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from shared.datasets.base import Question, TaskType, make_question
+from shared.datasets.base import Question, make_question
 from shared.datasets.files import Record, alpaca_question, hub_records, load_file
+from shared.datasets.registry import DATASETS
 from shared.math_grading import last_boxed
 
 NAME = "math"
-TASK = TaskType.MATH
+TASK = DATASETS[NAME].task
 HUB_ID = "EleutherAI/hendrycks_math"
 SUBJECTS = (
     "algebra",

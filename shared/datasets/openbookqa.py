@@ -8,12 +8,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from shared.datasets.base import LETTERS, Question, TaskType, make_question, render_choices
+from shared.datasets.base import LETTERS, Question, make_question, render_choices
 from shared.datasets.csqa import choices_from_hub
 from shared.datasets.files import Record, alpaca_question, hub_records, load_file
+from shared.datasets.registry import DATASETS
 
 NAME = "openbookqa"
-TASK = TaskType.CHOICE
+TASK = DATASETS[NAME].task
 HUB_ID, HUB_CONFIG = "allenai/openbookqa", "main"
 SPLITS = {"test": "test", "train": "train", "validation": "validation", "dev": "validation"}
 

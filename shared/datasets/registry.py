@@ -5,40 +5,45 @@ from shared.datasets.registry import load_questions, task_type
 qs = load_questions("svamp", "test", data_file="../shared/data/test/svamp_test.json")
 ```
 
-`arith` (the built-in procedural dataset) lives in `shared.datasets.arith` and is imported lazily.
-To add a dataset, write a module with `NAME`, `TASK`, `load_from_file(path, split)` and
-`load_from_hub(split)`, and add it to `_MODULES`.
+Each dataset is one entry of `DATASETS` (its module and task type); modules are imported lazily.
+To add a dataset, write a module with `NAME`, `load_from_file(path, split, skip_invalid)` and
+`load_from_hub(split)` (taking its task type from `DATASETS`), and add its entry.
 """
 
 from __future__ import annotations
 
 import importlib
-import inspect
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 
 from shared.datasets.base import DatasetError, Question, TaskType
 
-_MODULES = {
-    "svamp": "shared.datasets.svamp",
-    "gsm8k": "shared.datasets.gsm8k",
-    "aqua": "shared.datasets.aqua",
-    "math": "shared.datasets.math_ds",
-    "csqa": "shared.datasets.csqa",
-    "openbookqa": "shared.datasets.openbookqa",
-    "strategyqa": "shared.datasets.strategyqa",
+
+@dataclass(frozen=True)
+class Dataset:
+    """A dataset: the module with its loaders, and how its answers are extracted and graded.
+
+    The module has `load_from_file(path, split, skip_invalid)` and `load_from_hub(split)`; a
+    generated dataset (arith) has `generate(split, limit, params)` instead.
+    """
+
+    module: str
+    task: TaskType
+    generated: bool = False
+
+
+DATASETS: dict[str, Dataset] = {
+    "svamp": Dataset("shared.datasets.svamp", TaskType.NUMBER),
+    "gsm8k": Dataset("shared.datasets.gsm8k", TaskType.NUMBER),
+    "aqua": Dataset("shared.datasets.aqua", TaskType.CHOICE),
+    "math": Dataset("shared.datasets.math_ds", TaskType.MATH),
+    "csqa": Dataset("shared.datasets.csqa", TaskType.CHOICE),
+    "openbookqa": Dataset("shared.datasets.openbookqa", TaskType.CHOICE),
+    "strategyqa": Dataset("shared.datasets.strategyqa", TaskType.YESNO),
+    "arith": Dataset("shared.datasets.arith", TaskType.NUMBER, generated=True),
 }
-_TASKS = {
-    "svamp": TaskType.NUMBER,
-    "gsm8k": TaskType.NUMBER,
-    "aqua": TaskType.CHOICE,
-    "math": TaskType.MATH,
-    "csqa": TaskType.CHOICE,
-    "openbookqa": TaskType.CHOICE,
-    "strategyqa": TaskType.YESNO,
-    "arith": TaskType.NUMBER,
-}
+
 _ALIASES = {
     "gsm": "gsm8k",
     "aqua_rat": "aqua",
@@ -49,55 +54,27 @@ _ALIASES = {
     "stqa": "strategyqa",
 }
 
-DATASET_NAMES: tuple[str, ...] = (*_MODULES, "arith")
+DATASET_NAMES: tuple[str, ...] = tuple(DATASETS)
 SOURCES = ("auto", "file", "hub")
-
-
-@dataclass(frozen=True)
-class DatasetInfo:
-    """A registered dataset: its canonical name, task type and loader module path."""
-
-    name: str
-    task: TaskType
-    module: str
 
 
 def canonical_name(name: str) -> str:
     """The registered name for `name` (case-insensitive, with aliases such as ``math500``)."""
     key = name.strip().lower().replace("-", "_")
     key = _ALIASES.get(key, key)
-    if key not in _TASKS:
+    if key not in DATASETS:
         raise DatasetError(f"unknown dataset {name!r}; known: {', '.join(DATASET_NAMES)}")
     return key
 
 
 def task_type(name: str) -> TaskType:
     """How answers of dataset `name` are extracted and graded."""
-    return _TASKS[canonical_name(name)]
+    return DATASETS[canonical_name(name)].task
 
 
-def dataset_info(name: str) -> DatasetInfo:
-    """The registry entry for `name`."""
-    key = canonical_name(name)
-    return DatasetInfo(key, _TASKS[key], _MODULES.get(key, "shared.datasets.arith"))
-
-
-def _module(key: str) -> ModuleType:
-    return importlib.import_module(_MODULES[key])
-
-
-def _load_arith(split: str, data_file: str | Path | None, limit: int | None) -> list[Question]:
-    from shared.datasets.arith import load_arith_split
-
-    params = inspect.signature(load_arith_split).parameters
-    kwargs: dict[str, object] = {}
-    if data_file is not None:
-        if "data_file" not in params:
-            raise DatasetError("arith: this version cannot load a data file")
-        kwargs["data_file"] = data_file
-    if "limit" in params:
-        kwargs["limit"] = limit
-    return list(load_arith_split(split, **kwargs))
+def dataset_module(name: str) -> ModuleType:
+    """The module of dataset `name`, with its loaders."""
+    return importlib.import_module(DATASETS[canonical_name(name)].module)
 
 
 def load_questions(
@@ -124,10 +101,13 @@ def load_questions(
     if source == "file" and data_file is None:
         raise DatasetError(f"{key}: source 'file' needs a data file")
     use_file = data_file is not None and source != "hub"
-    if key == "arith":
-        questions = _load_arith(split, data_file if use_file else None, limit)
+    module = dataset_module(key)
+    if DATASETS[key].generated:
+        if use_file:
+            raise DatasetError(f"{key}: a generated dataset cannot load a data file")
+        questions = module.generate(split, limit)
     elif use_file:
-        questions = _module(key).load_from_file(Path(data_file), split, skip_invalid)
+        questions = module.load_from_file(Path(data_file), split, skip_invalid)
     else:
-        questions = _module(key).load_from_hub(split)
+        questions = module.load_from_hub(split)
     return questions[:limit] if limit is not None else questions

@@ -16,11 +16,12 @@ import zipfile
 from pathlib import Path
 
 from shared.answers import canonical_yesno
-from shared.datasets.base import DatasetError, Question, TaskType, make_question
+from shared.datasets.base import DatasetError, Question, make_question
 from shared.datasets.files import Record, alpaca_question, download_cached, load_file, records_from_rows
+from shared.datasets.registry import DATASETS
 
 NAME = "strategyqa"
-TASK = TaskType.YESNO
+TASK = DATASETS[NAME].task
 RELEASE_URL = "https://storage.googleapis.com/ai2i/strategyqa/data/strategyqa_dataset.zip"
 RELEASE_FILE = "strategyqa_dataset.zip"
 TRAIN_MEMBER = "strategyqa_train.json"

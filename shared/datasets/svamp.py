@@ -10,11 +10,12 @@ from __future__ import annotations
 from pathlib import Path
 
 from shared.answers import canonical_number
-from shared.datasets.base import Question, TaskType, make_question
+from shared.datasets.base import Question, make_question
 from shared.datasets.files import Record, alpaca_question, hub_records, load_file
+from shared.datasets.registry import DATASETS
 
 NAME = "svamp"
-TASK = TaskType.NUMBER
+TASK = DATASETS[NAME].task
 HUB_ID = "ChilleD/SVAMP"
 
 

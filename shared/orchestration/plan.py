@@ -27,6 +27,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
+from shared.datasets.registry import DATASETS
 from shared.grid import Cell, GridSpec, expand
 from shared.specs import CotSetSpec, DatasetRef, StudentSpec, TeacherSpec, recorded_path
 from shared.teacher_kinds import SERVER_KINDS
@@ -123,7 +124,7 @@ def _split_lengths(ref_json: str, split: str) -> tuple[int, float, float | None,
     ref = DatasetRef.model_validate_json(ref_json)
     path = ref.train_file if split == "train" else ref.test_file
     size = ref.train_size if split == "train" else ref.test_size
-    if ref.name != "arith" and not path:
+    if not DATASETS[ref.name].generated and not path:
         n = HUB_SIZES[ref.name][0 if split == "train" else 1]
         return (min(n, size) if size else n), DEFAULT_QUESTION_TOKENS, None, False
     from shared.datasets.splits import load_split

@@ -14,6 +14,7 @@ from pathlib import Path
 from pydantic import BaseModel
 
 from shared.artifacts import ArtifactStore
+from shared.datasets.registry import DATASETS
 from shared.keys import content_key
 from shared.specs import CheckpointSpec, CotSetSpec, EvalSpec, StudentSpec
 
@@ -65,7 +66,7 @@ def resolve_student(student: StudentSpec, cot_key: str, dataset: str, store: Art
     from services.trainer.tiny import init_tiny
 
     size = student.model.split(":", 1)[1]
-    corpus_from = None if dataset == "arith" else cot_key
+    corpus_from = None if DATASETS[dataset].generated else cot_key
     key = content_key("model", {"tiny": size, "corpus": corpus_from, "version": TINY_VERSION})
     if not store.exists("models", key):
         work = store.scratch("models", key)
