@@ -10,8 +10,10 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
+from shared.templates import TEMPLATES
+
 Method = Literal["full", "lora", "qlora"]
-Template = Literal["auto", "llama3", "gemma", "alpaca", "chatml"]
+Template = Literal[("auto", *TEMPLATES)]  # type: ignore[valid-type]
 Format = Literal["cot", "subquestion", "rar", "symbolic"]
 
 # Upper bounds, checked at submit: a grid past them would wedge or crash a worker (issue #18.8).

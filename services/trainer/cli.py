@@ -14,6 +14,7 @@ from pathlib import Path
 import click
 
 from shared.config import TrainingConfig
+from shared.templates import TEMPLATES
 
 # Fields that are settable in the grid but make no sense per command line run.
 _HIDDEN: set[str] = set()
@@ -90,7 +91,7 @@ def resolve_cot(cot: str) -> Path:
 )
 @click.option(
     "--template",
-    type=click.Choice(["auto", "llama3", "gemma", "alpaca", "chatml"]),
+    type=click.Choice(["auto", *TEMPLATES]),
     default="auto",
     show_default=True,
     help="Prompt template; auto = the tokenizer's chat template, else alpaca.",
