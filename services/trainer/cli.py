@@ -16,9 +16,6 @@ import click
 from shared.config import TrainingConfig
 from shared.templates import TEMPLATES
 
-# Fields that are settable in the grid but make no sense per command line run.
-_HIDDEN: set[str] = set()
-
 
 def _option(name: str) -> Callable:
     """A click option for one TrainingConfig field (choices for Literals, flags for bools)."""
@@ -56,8 +53,7 @@ def _option(name: str) -> Callable:
 def training_options(func: Callable) -> Callable:
     """Decorate a command with one option per TrainingConfig field."""
     for name in reversed(list(TrainingConfig.model_fields)):
-        if name not in _HIDDEN:
-            func = _option(name)(func)
+        func = _option(name)(func)
     return func
 
 

@@ -35,7 +35,6 @@ from typing import Any
 import redis
 
 CELL_STATES = ("pending", "running", "done", "failed", "cached", "cancelled")
-ART_STATES = ("pending", "queued", "running", "done", "cached", "failed", "cancelled")
 ACTIVE_CELL = ("pending", "running")
 ACTIVE_ART = ("pending", "queued", "running")
 GRIDS_KEY = "cotd:grids"

@@ -53,7 +53,6 @@ log = logging.getLogger("cotd.worker")
 MAX_RETRIES = 5
 BACKOFF_FACTOR_S = 30
 BACKOFF_MAX_S = 600
-METRIC_STAGE = {Queue.GENERATE: "generator", Queue.TRAIN: "trainer", Queue.EVALUATE: "evaluator"}
 
 
 class TransientError(RuntimeError):

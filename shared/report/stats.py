@@ -11,10 +11,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-try:  # the project-wide implementation, when it exists
-    from shared.stats import wilson_interval as _shared_wilson
-except ImportError:  # pragma: no cover - depends on what else is installed
-    _shared_wilson = None
+from shared.stats import wilson_interval
 
 __all__ = [
     "BootstrapResult",
@@ -27,26 +24,6 @@ __all__ = [
     "spearman",
     "wilson_interval",
 ]
-
-
-def _wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
-    if n <= 0:
-        return (0.0, 1.0)
-    p = k / n
-    z2 = z * z
-    denom = 1.0 + z2 / n
-    centre = (p + z2 / (2 * n)) / denom
-    half = z * math.sqrt(p * (1 - p) / n + z2 / (4 * n * n)) / denom
-    return (max(0.0, centre - half), min(1.0, centre + half))
-
-
-def wilson_interval(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
-    """Wilson score interval for k successes out of n; (0, 1) when n == 0."""
-    if k < 0 or n < 0 or k > n:
-        raise ValueError(f"need 0 <= k <= n, got k={k}, n={n}")
-    if _shared_wilson is not None:
-        return tuple(_shared_wilson(k, n, z=z))  # type: ignore[return-value]
-    return _wilson(k, n, z)
 
 
 def mcnemar_exact(b: int, c: int) -> float:

@@ -48,6 +48,11 @@ def test_cancel_check_is_rate_limited_and_raises_once_cancelled():
         CancelCheck(gs, every_s=0)()
 
 
+def journal_records(path: Path) -> list[dict]:
+    """The raw journal lines of a teacher's work folder."""
+    return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+
+
 class Stop(Exception):
     pass
 
@@ -64,7 +69,7 @@ def stop_after(n: int):
 
 
 def test_generator_stops_at_the_next_item(tmp_path: Path):
-    from services.generator.teachers.remote import Reply, generate_remote, journal_path, journal_records
+    from services.generator.teachers.remote import Reply, generate_remote, journal_path
     from shared.specs import CotSetSpec, DatasetRef, TeacherSpec
     from tests.unit.evaluator_student import arith_questions
 

@@ -34,7 +34,6 @@ class AdaptiveLimiter:
         self._epoch = 0  # bumped at each decrease
         self._streak = 0
         self._waiters: deque[asyncio.Future] = deque()
-        self.decreases = 0
         self._publish()
 
     def _publish(self) -> None:
@@ -96,5 +95,4 @@ class AdaptiveLimiter:
         new = max(self.min_limit, self.limit // 2)
         if new != self.limit:
             self.limit = new
-            self.decreases += 1
             self._publish()

@@ -20,7 +20,6 @@ for the items not finished yet (failed ones are asked again).
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import os
 import threading
@@ -404,7 +403,3 @@ def remote_records(
     """Rationales from a tgi/openai teacher, one record per question (failures keep their error)."""
     return _run_sync(generate_remote(spec, questions, Path(workdir), policy, check=check))
 
-
-def journal_records(path: Path) -> list[dict[str, Any]]:
-    """The raw journal lines (for inspection and tests)."""
-    return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
