@@ -9,24 +9,20 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shutil
+from pathlib import Path
 
 from shared.artifacts import ArtifactStore
-from shared.orchestration.stages import StageResult
+from shared.orchestration.stages import StageResult, build_once
 from shared.specs import CheckpointSpec, CotSetSpec, EvalSpec
 
 
 def _publish(store: ArtifactStore, kind: str, key: str, files: dict[str, str], manifest: dict) -> StageResult:
-    if (m := store.manifest(kind, key)) is not None:
-        return StageResult(kind=kind, key=key, cached=True, manifest=m)
-    out = store.scratch(kind, key) / "out"
-    shutil.rmtree(out, ignore_errors=True)
-    out.mkdir(parents=True)
-    for name, text in files.items():
-        (out / name).write_text(text)
-    published = store.publish(kind, key, out, {**manifest, "noop": True})
-    shutil.rmtree(out.parent, ignore_errors=True)
-    return StageResult(kind=kind, key=key, cached=False, manifest=published)
+    def build(work: Path, out: Path) -> dict:
+        for name, text in files.items():
+            (out / name).write_text(text)
+        return {**manifest, "noop": True}
+
+    return build_once(store, kind, key, build)
 
 
 def noop_generate(spec: CotSetSpec, store: ArtifactStore) -> StageResult:

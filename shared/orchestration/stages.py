@@ -25,34 +25,55 @@ Check = Callable[..., None]
 
 
 class StageResult(BaseModel):
-    """What a stage produced: the artifact key, whether it was already there, and its manifest."""
+    """What a stage produced: the artifact key, whether it was already there, and its manifest.
+
+    `stopped` holds the training summary of a run that stopped before its end (`stop_after`); nothing was
+    published then and `manifest` is empty.
+    """
 
     kind: str
     key: str
     cached: bool
     manifest: dict
+    stopped: dict | None = None
+
+    @property
+    def complete(self) -> bool:
+        """Whether the artifact is published (cached or built to the end)."""
+        return self.stopped is None
 
 
-def _fresh(path: Path) -> Path:
-    shutil.rmtree(path, ignore_errors=True)
-    path.mkdir(parents=True)
-    return path
+Build = Callable[[Path, Path], "dict | StageResult"]
+"""Builds an artifact: given the scratch folder and its empty `out` folder, fills `out` and returns the
+manifest, or a StageResult to return without publishing."""
+
+
+def build_once(store: ArtifactStore, kind: str, key: str, build: Build, keep_out: bool = False) -> StageResult:
+    """The artifact `kind/key`: cached when published, else built in scratch, published, scratch cleaned.
+
+    `keep_out` keeps what a killed run left in `out` (the evaluator resumes from its predictions).
+    """
+    if (m := store.manifest(kind, key)) is not None:
+        return StageResult(kind=kind, key=key, cached=True, manifest=m)
+    work = store.scratch(kind, key)
+    out = work / "out"
+    if not keep_out:
+        shutil.rmtree(out, ignore_errors=True)
+    out.mkdir(parents=True, exist_ok=True)
+    manifest = build(work, out)
+    if isinstance(manifest, StageResult):
+        return manifest
+    published = store.publish(kind, key, out, manifest)
+    log.info("published %s/%s", kind, key)
+    shutil.rmtree(work, ignore_errors=True)
+    return StageResult(kind=kind, key=key, cached=False, manifest=published)
 
 
 def generate_stage(spec: CotSetSpec, store: ArtifactStore, check: Check | None = None) -> StageResult:
     """Build and publish a CoT set (cotsets/<key>); `check()` runs after each teacher reply."""
     from services.generator.build import build_cotset
 
-    key = spec.key
-    if (m := store.manifest("cotsets", key)) is not None:
-        return StageResult(kind="cotsets", key=key, cached=True, manifest=m)
-    work = store.scratch("cotsets", key)
-    out = _fresh(work / "out")
-    manifest = build_cotset(spec, work, out, check=check)
-    published = store.publish("cotsets", key, out, manifest)
-    log.info("published cotsets/%s", key)
-    shutil.rmtree(work, ignore_errors=True)
-    return StageResult(kind="cotsets", key=key, cached=False, manifest=published)
+    return build_once(store, "cotsets", spec.key, lambda work, out: build_cotset(spec, work, out, check=check))
 
 
 def resolve_student(student: StudentSpec, cot_key: str, dataset: str, store: ArtifactStore) -> str:
@@ -68,12 +89,13 @@ def resolve_student(student: StudentSpec, cot_key: str, dataset: str, store: Art
     size = student.model.split(":", 1)[1]
     corpus_from = None if DATASETS[dataset].generated else cot_key
     key = content_key("model", {"tiny": size, "corpus": corpus_from, "version": TINY_VERSION})
-    if not store.exists("models", key):
-        work = store.scratch("models", key)
+
+    def build(work: Path, out: Path) -> dict:
         corpus = [str(store.fetch("cotsets", cot_key) / "cot.jsonl")] if corpus_from else None
-        init_tiny(_fresh(work / "out"), corpus=corpus, size=size)
-        store.publish("models", key, work / "out", {"tiny": size, "corpus": corpus_from})
-        shutil.rmtree(work, ignore_errors=True)
+        init_tiny(out, corpus=corpus, size=size)
+        return {"tiny": size, "corpus": corpus_from}
+
+    build_once(store, "models", key, build)
     return str(store.fetch("models", key))
 
 
@@ -88,39 +110,33 @@ def train_stage(
     from services.trainer.recipe import train_sft
     from shared.cotset import read_training_pairs
 
-    key = spec.key
-    if (m := store.manifest("checkpoints", key)) is not None:
-        return StageResult(kind="checkpoints", key=key, cached=True, manifest=m)
-    pairs = read_training_pairs(store.fetch("cotsets", spec.cot.key))
-    model_id = resolve_student(spec.student, spec.cot.key, spec.cot.dataset.name, store)
-    work = store.scratch("checkpoints", key)
-    out = _fresh(work / "out")
-    summary = train_sft(
-        model_id,
-        pairs,
-        out,
-        work / "state",
-        spec.training,
-        spec.seed,
-        template=spec.student.template,
-        revision=spec.student.revision,
-        trust_remote_code=spec.student.trust_remote_code,
-        device_setting=device,
-        stop_after=stop_after,
-        on_step=check,
-    )
-    if not summary.get("complete"):
-        return StageResult(kind="checkpoints", key=key, cached=False, manifest={"incomplete": summary})
-    manifest = {
-        "student": spec.student.name,
-        "base_model": spec.student.model,
-        "cot_key": spec.cot.key,
-        "train": summary,
-    }
-    published = store.publish("checkpoints", key, out, manifest)
-    log.info("published checkpoints/%s", key)
-    shutil.rmtree(work, ignore_errors=True)
-    return StageResult(kind="checkpoints", key=key, cached=False, manifest=published)
+    def build(work: Path, out: Path) -> dict | StageResult:
+        pairs = read_training_pairs(store.fetch("cotsets", spec.cot.key))
+        model_id = resolve_student(spec.student, spec.cot.key, spec.cot.dataset.name, store)
+        summary = train_sft(
+            model_id,
+            pairs,
+            out,
+            work / "state",
+            spec.training,
+            spec.seed,
+            template=spec.student.template,
+            revision=spec.student.revision,
+            trust_remote_code=spec.student.trust_remote_code,
+            device_setting=device,
+            stop_after=stop_after,
+            on_step=check,
+        )
+        if not summary.get("complete"):
+            return StageResult(kind="checkpoints", key=spec.key, cached=False, manifest={}, stopped=summary)
+        return {
+            "student": spec.student.name,
+            "base_model": spec.student.model,
+            "cot_key": spec.cot.key,
+            "train": summary,
+        }
+
+    return build_once(store, "checkpoints", spec.key, build)
 
 
 def evaluate_stage(spec: EvalSpec, store: ArtifactStore, device: str = "auto", check: Check | None = None) -> StageResult:
@@ -128,27 +144,20 @@ def evaluate_stage(spec: EvalSpec, store: ArtifactStore, device: str = "auto", c
     from services.evaluator.evaluate import evaluate_model
     from shared.datasets.splits import load_split
 
-    key = spec.key
-    if (m := store.manifest("evals", key)) is not None:
-        return StageResult(kind="evals", key=key, cached=True, manifest=m)
-    questions = load_split(spec.dataset, "test")
-    if spec.evaluation.test_size:
-        questions = questions[: spec.evaluation.test_size]
-    work = store.scratch("evals", key)
-    out = work / "out"
-    out.mkdir(parents=True, exist_ok=True)  # kept: holds the partial predictions of a killed run
-    metrics = evaluate_model(
-        store.fetch("checkpoints", spec.checkpoint.key),
-        questions,
-        out,
-        spec.evaluation,
-        template=spec.checkpoint.student.template,
-        device_setting=device,
-        trust_remote_code=spec.checkpoint.student.trust_remote_code,
-        check=check,
-    )
-    manifest = {"checkpoint_key": spec.checkpoint.key, "dataset": spec.dataset.name, "metrics": metrics}
-    published = store.publish("evals", key, out, manifest)
-    log.info("published evals/%s", key)
-    shutil.rmtree(work, ignore_errors=True)
-    return StageResult(kind="evals", key=key, cached=False, manifest=published)
+    def build(work: Path, out: Path) -> dict:
+        questions = load_split(spec.dataset, "test")
+        if spec.evaluation.test_size:
+            questions = questions[: spec.evaluation.test_size]
+        metrics = evaluate_model(
+            store.fetch("checkpoints", spec.checkpoint.key),
+            questions,
+            out,
+            spec.evaluation,
+            template=spec.checkpoint.student.template,
+            device_setting=device,
+            trust_remote_code=spec.checkpoint.student.trust_remote_code,
+            check=check,
+        )
+        return {"checkpoint_key": spec.checkpoint.key, "dataset": spec.dataset.name, "metrics": metrics}
+
+    return build_once(store, "evals", spec.key, build, keep_out=True)

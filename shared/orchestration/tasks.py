@@ -196,8 +196,8 @@ def _execute(task: Task, queue: Queue, msg: Message, gs: GridState, aid: str, ct
                 result = _call_stage(queue, msg, ctx, check)
         else:
             result = StageResult(kind=kind, key=msg.key, cached=True, manifest=ctx.store.manifest(kind, msg.key) or {})
-        if isinstance(msg, TrainMessage) and "incomplete" in result.manifest:
-            raise RuntimeError(f"training stopped early: {result.manifest['incomplete']}")
+        if not result.complete:
+            raise RuntimeError(f"training stopped early: {result.stopped}")
         secs = time.perf_counter() - t0
         _done(gs, queue, msg, aid, result, tally, ctx)
     except Cancelled:
