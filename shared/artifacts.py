@@ -6,7 +6,6 @@ An artifact without a manifest does not exist. Kinds: cotsets, checkpoints, eval
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -15,6 +14,8 @@ import uuid
 from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any
+
+from shared.keys import file_sha256
 
 MANIFEST = "manifest.json"
 KINDS = ("cotsets", "checkpoints", "evals", "models", "grids")
@@ -32,11 +33,7 @@ def file_listing(src: Path) -> list[dict[str, Any]]:
     out = []
     for p in sorted(src.rglob("*")):
         if p.is_file() and p.name != MANIFEST:
-            h = hashlib.sha256()
-            with open(p, "rb") as f:
-                for chunk in iter(lambda: f.read(1 << 20), b""):
-                    h.update(chunk)
-            out.append({"path": p.relative_to(src).as_posix(), "size": p.stat().st_size, "sha256": h.hexdigest()})
+            out.append({"path": p.relative_to(src).as_posix(), "size": p.stat().st_size, "sha256": file_sha256(p)})
     return out
 
 

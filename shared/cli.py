@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 
-from shared.errors import CotdError
+from shared.errors import CotdError, first_line
 from shared.redact import install_log_redaction, redact
 
 # CotdError covers bad grids, datasets, checkpoints and settings, teacher and training failures;
@@ -29,8 +29,7 @@ UNREACHABLE: dict[str, str] = {
 
 def one_line(e: BaseException) -> str:
     """The first line of an error's message (or its type), with URL passwords redacted."""
-    text = str(e).strip()
-    return redact(text.splitlines()[0] if text else type(e).__name__)
+    return redact(first_line(e))
 
 
 def unreachable(e: BaseException) -> str | None:

@@ -1,7 +1,9 @@
-"""Path checks: a manifest's file path stays inside its folder; a grid's files stay under the data roots."""
+"""Path checks: a manifest's file path stays inside its folder; a grid's files stay under the data roots.
+And `write_atomic`, for files read while they are rewritten."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path, PurePosixPath
 
 
@@ -27,3 +29,10 @@ def under_roots(path: str | Path, roots: list[Path]) -> bool:
     """Whether `path` (symlinks resolved) lies inside one of `roots` (absolute, resolved)."""
     real = Path(path).expanduser().resolve()
     return any(real.is_relative_to(r) for r in roots)
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Write `text` to `path` through a temporary file beside it, so a reader never sees half of it."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    tmp.replace(path)

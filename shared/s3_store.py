@@ -11,7 +11,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import shutil
@@ -23,6 +22,7 @@ from minio import Minio
 from minio.error import S3Error
 
 from shared.artifacts import KINDS, MANIFEST, ArtifactStore, LocalStore, _check
+from shared.keys import file_sha256
 from shared.paths import member_path
 
 PART_SIZE = 64 * 1024 * 1024
@@ -32,14 +32,6 @@ MISSING = ("NoSuchKey", "NoSuchObject", "NoSuchBucket")
 
 class ArtifactCorrupt(ValueError):
     """A downloaded file does not match the manifest (size or sha256)."""
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 class S3Store(ArtifactStore):
@@ -129,7 +121,7 @@ class S3Store(ArtifactStore):
             for f in m.get("files", []):
                 target = member_path(tmp, f["path"])  # a manifest never writes outside the cache
                 self.client.fget_object(self.bucket, f"{kind}/{key}/{f['path']}", str(target))
-                size, digest = target.stat().st_size, _sha256(target)
+                size, digest = target.stat().st_size, file_sha256(target)
                 if size != f["size"] or digest != f["sha256"]:
                     raise ArtifactCorrupt(
                         f"{kind}/{key}/{f['path']}: sha256 {digest[:12]} / {size} bytes do not match "

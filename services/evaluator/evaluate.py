@@ -16,19 +16,19 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import time
-from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
 from services.evaluator.errors import EvaluationError
 from services.evaluator.generate import Generation, generate_batched
+from services.evaluator.scoring import score_summary
 from services.trainer.templates import end_token, render_prompt
-from shared.answers import extract_answer, grade_many, strict_fields, strict_summary
+from shared.answers import extract_answer, grade_many, strict_fields
 from shared.config import EvaluationConfig
 from shared.datasets.base import Question, dataset_of
 from shared.device import pick_device
+from shared.paths import write_atomic
 
 log = logging.getLogger("cotd.evaluator")
 
@@ -106,25 +106,13 @@ def summarize(
     `tokens_per_s` is `generated_tokens / generation_s` (the tokens this run generated, so a resumed
     run is not credited with earlier work); both default to all rows' tokens over `wall_s`.
     """
-    from shared.stats import wilson_interval
-
     n = len(rows)
-    k = sum(bool(r["correct"]) for r in rows)
-    lo, hi = wilson_interval(k, n)
     tokens = sum(r["n_tokens"] for r in rows)
     gen_tokens = tokens if generated_tokens is None else generated_tokens
     gen_s = wall_s if generation_s is None else generation_s
     return {
-        "accuracy": k / n if n else 0.0,
-        "ci_low": lo,
-        "ci_high": hi,
-        "n": n,
-        "correct": k,
-        "extraction_failure_rate": sum(r["extracted"] is None for r in rows) / n if n else 0.0,
-        "grading_timeouts": sum(bool(r.get("grading_timeout", False)) for r in rows),
+        **score_summary(rows),
         "mean_output_tokens": tokens / n if n else 0.0,
-        "rules": dict(Counter(r["rule"] for r in rows).most_common()),
-        **strict_summary(rows),
         "wall_s": wall_s,
         "generated_tokens": gen_tokens,
         "generation_s": gen_s,
@@ -188,14 +176,8 @@ def read_partial(path: Path, fingerprint: str) -> dict[str, dict]:
         except (json.JSONDecodeError, KeyError, TypeError):
             continue
     if len(good) != len(lines) or not path.read_bytes().endswith(b"\n"):
-        _write_atomic(path, "".join(x + "\n" for x in good))
+        write_atomic(path, "".join(x + "\n" for x in good))
     return done
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(path)
 
 
 def _observe_batch(rows: list[dict], seconds: float) -> None:
@@ -256,7 +238,7 @@ def evaluate_model(
         prompts = [render_prompt(template, tok, q.text) for q in todo]
         end_ids = sorted({tok.convert_tokens_to_ids(end_token(template, tok)), tok.eos_token_id} - {None})
         if not partial.exists():
-            _write_atomic(partial, json.dumps({"_resume": fingerprint}) + "\n")
+            write_atomic(partial, json.dumps({"_resume": fingerprint}) + "\n")
         t_gen = last = time.perf_counter()
 
         def persist(idx: list[int], gens: list[Generation]) -> None:
@@ -309,9 +291,9 @@ def evaluate_model(
         "num_beams": cfg.num_beams,
         "hit_max_new_tokens": sum(r["n_tokens"] >= cfg.max_new_tokens for r in rows),
     }
-    _write_atomic(
+    write_atomic(
         out_dir / "predictions.jsonl", "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
     )
-    _write_atomic(out_dir / "metrics.json", json.dumps(metrics, indent=2) + "\n")
+    write_atomic(out_dir / "metrics.json", json.dumps(metrics, indent=2) + "\n")
     partial.unlink(missing_ok=True)
     return metrics

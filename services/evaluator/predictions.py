@@ -19,17 +19,17 @@ Field auto-detection (each can be forced):
 from __future__ import annotations
 
 import json
-import os
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from shared.answers import extract_answer, grade_many, strict_fields, strict_summary
+from services.evaluator.scoring import score_summary
+from shared.answers import extract_answer, grade_many, strict_fields
 from shared.datasets.base import DatasetError, TaskType, normalize_text, parse_choices, question_id
 from shared.datasets.files import Record, gold_from_text, read_records
 from shared.datasets.registry import canonical_name, load_questions, task_type
-from shared.stats import wilson_interval
+from shared.paths import write_atomic
 
 QUESTION_FIELDS = ("instruction", "question", "problem", "prompt", "input")
 OUTPUT_FIELDS = ("output", "prediction", "response", "completion", "generation", "generated")
@@ -167,23 +167,12 @@ def score_predictions(
     for row, ok in zip(rows, graded, strict=True):
         row["correct"] = bool(ok)
         row["grading_timeout"] = ok is None
-    n = len(rows)
-    k = sum(r["correct"] for r in rows)
-    lo, hi = wilson_interval(k, n)
     metrics = {
-        "accuracy": k / n,
-        "ci_low": lo,
-        "ci_high": hi,
-        "n": n,
-        "correct": k,
-        "extraction_failure_rate": sum(r["extracted"] is None for r in rows) / n,
-        "grading_timeouts": sum(r["grading_timeout"] for r in rows),
+        **score_summary(rows),
         "n_predictions": len(records),
         "n_unmatched": unmatched,
-        **strict_summary(rows),
         "output_fields": {k: v for k, v in used.most_common() if k},
         "n_no_output": used[""],
-        "rules": dict(Counter(r["rule"] for r in rows).most_common()),
         "dataset": name,
         "task": task.value,
         "predictions_file": str(predictions_file),
@@ -191,12 +180,6 @@ def score_predictions(
     }
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    _write_atomic(out / "predictions.jsonl", "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
-    _write_atomic(out / "metrics.json", json.dumps(metrics, indent=2) + "\n")
+    write_atomic(out / "predictions.jsonl", "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+    write_atomic(out / "metrics.json", json.dumps(metrics, indent=2) + "\n")
     return metrics
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(path)

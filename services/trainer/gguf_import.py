@@ -17,7 +17,7 @@ from pathlib import Path
 
 from services.trainer.models import default_file_modes
 from shared.artifacts import ArtifactStore
-from shared.errors import CotdError
+from shared.errors import CotdError, first_line
 from shared.keys import content_key, file_sha256
 
 MODEL_INFO = "cotd_model.json"
@@ -46,8 +46,7 @@ def _load(path: Path):
         tok = AutoTokenizer.from_pretrained(folder, gguf_file=name)
         gguf_model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name)
     except (ValueError, KeyError, OSError, RuntimeError) as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise GGUFImportError(f"{path}: cannot be read as a GGUF model: {first}") from None
+        raise GGUFImportError(f"{path}: cannot be read as a GGUF model: {first_line(e)}") from None
     return gguf_model, tok
 
 

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from shared.datasets.base import DatasetError, Question, TaskType, make_question, parse_choices
+from shared.errors import first_line
 
 log = logging.getLogger(__name__)
 
@@ -151,7 +152,7 @@ def hub_records(hub_id: str, config: str | None, split: str) -> list[Record]:
     try:
         ds = datasets.load_dataset(hub_id, config, split=split)
     except Exception as exc:  # network, auth, unknown split: one clear line
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        first = first_line(exc)
         raise DatasetError(
             f"{source}: cannot load from the Hugging Face hub ({first}); "
             f"pass a local data file or set {MIRROR_ENV}"

@@ -19,6 +19,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from shared.artifacts import LocalStore
+from shared.errors import reason_of
 from shared.grid import Cell, GridSpec, expand
 from shared.orchestration.results import cell_row, results_doc
 from shared.orchestration.stages import evaluate_stage, generate_stage, train_stage
@@ -33,10 +34,6 @@ def _unique(cells: list[Cell], attr: str) -> list:
     return list(seen.values())
 
 
-def _reason(stage: str, e: BaseException) -> str:
-    return (f"{stage}: {type(e).__name__}: {e}".strip().splitlines() or [stage])[0]
-
-
 def train_and_evaluate(store_root: str, ck_json: str, ev_jsons: list[str], device: str, threads: int | None) -> list[dict]:
     """One job: train a checkpoint, then run its evaluations. Returns one outcome per artifact."""
     if threads:
@@ -48,7 +45,7 @@ def train_and_evaluate(store_root: str, ck_json: str, ev_jsons: list[str], devic
     try:
         res = train_stage(ck, store, device=device)
     except Exception as e:  # reported per cell; other jobs go on
-        return [{"stage": "train", "key": ck.key, "error": _reason("train", e)}]
+        return [{"stage": "train", "key": ck.key, "error": reason_of("train", e)}]
     out = [{"stage": "train", "key": ck.key, "cached": res.cached}]
     for ej in ev_jsons:
         ev = EvalSpec.model_validate_json(ej)
@@ -56,7 +53,7 @@ def train_and_evaluate(store_root: str, ck_json: str, ev_jsons: list[str], devic
             r = evaluate_stage(ev, store, device=device)
             out.append({"stage": "evaluate", "key": ev.key, "cached": r.cached})
         except Exception as e:
-            out.append({"stage": "evaluate", "key": ev.key, "error": _reason("evaluate", e)})
+            out.append({"stage": "evaluate", "key": ev.key, "error": reason_of("evaluate", e)})
     return out
 
 
@@ -99,7 +96,7 @@ def run_grid(
                 res = generate_stage(spec, store)
                 note({"stage": "generate", "key": spec.key, "cached": res.cached}, bar)
             except Exception as e:
-                note({"stage": "generate", "key": spec.key, "error": _reason("generate", e)}, bar)
+                note({"stage": "generate", "key": spec.key, "error": reason_of("generate", e)}, bar)
             bar.update()
 
     evals_of: dict[str, list[EvalSpec]] = {}

@@ -27,6 +27,7 @@ from celery.exceptions import Reject, SoftTimeLimitExceeded
 from celery.utils.time import get_exponential_backoff_interval
 
 from shared.celery_app import app
+from shared.errors import reason_of
 from shared.messages import (
     GRID_ID_PATTERN,
     BadMessage,
@@ -77,11 +78,6 @@ def is_transient(exc: BaseException) -> bool:
             return True  # httpx, without importing it
         e = e.__cause__ or e.__context__
     return False
-
-
-def reason_of(stage: str, exc: BaseException) -> str:
-    """One line: `stage: Type: message`."""
-    return (f"{stage}: {type(exc).__name__}: {exc}".strip().splitlines() or [stage])[0][:500]
 
 
 def backoff_s(retries: int) -> int:

@@ -7,6 +7,8 @@ import random
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from shared.errors import first_line
+
 
 class RetryPolicy(BaseModel):
     """Exponential backoff with full jitter: sleep U(0.5, 1) * min(cap, base * 2**attempt)."""
@@ -54,7 +56,7 @@ def classify(exc: BaseException) -> Failure:
     """
     from huggingface_hub.errors import HfHubHTTPError, InferenceTimeoutError, OverloadedError
 
-    msg = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+    msg = first_line(exc)[:300]
     if isinstance(exc, InferenceTimeoutError | asyncio.TimeoutError | TimeoutError):
         return Failure(status="timeout", retryable=True, message=f"timeout: {msg or 'request timed out'}")
     # text_generation turns TGI's {"error", "error_type"} answers into its own errors, raised from the HTTP error
