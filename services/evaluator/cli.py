@@ -8,6 +8,8 @@ from pathlib import Path
 import click
 
 from services.evaluator.errors import EvaluationError
+from shared.config import EvaluationConfig
+from shared.model_options import model_options
 
 
 @click.command("evaluate")
@@ -37,29 +39,8 @@ from services.evaluator.errors import EvaluationError
 @click.option(
     "--template", default="auto", show_default=True, help="The template the student was trained with."
 )
-@click.option(
-    "--batch-size",
-    type=click.IntRange(min=1),
-    default=32,
-    show_default=True,
-    help="Prompts per generate call.",
-)
-@click.option("--max-new-tokens", type=click.IntRange(min=1), default=256, show_default=True)
-@click.option("--num-beams", type=click.IntRange(min=1), default=1, show_default=True, help="1 = greedy.")
-@click.option("--stop", multiple=True, help="A stop string (repeatable); the end token always stops.")
-@click.option(
-    "--sort/--no-sort",
-    "sort_by_length",
-    default=True,
-    show_default=True,
-    help="Batch prompts sorted by length.",
-)
-@click.option(
-    "--backend",
-    type=click.Choice(["transformers", "vllm", "auto"]),
-    default="transformers",
-    show_default=True,
-    help="vllm needs the vllm package (CUDA); auto picks it when available.",
+@model_options(
+    EvaluationConfig, ["batch_size", "max_new_tokens", "num_beams", "stop", "sort_by_length", "backend"], sort_by_length="--sort"
 )
 @click.option("--limit", type=click.IntRange(min=0), default=None, help="Only the first N test items.")
 @click.option("--question-field", default=None, help="With --predictions: the question field.")
@@ -111,7 +92,6 @@ def evaluate(
         )
     else:
         from services.evaluator.evaluate import evaluate_model
-        from shared.config import EvaluationConfig
         from shared.datasets.registry import load_questions
 
         questions = load_questions(dataset, "test", data_file=data_file, limit=limit)

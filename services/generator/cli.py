@@ -3,11 +3,22 @@
 from __future__ import annotations
 
 import json
+import typing
 from pathlib import Path
+from typing import Any
 
 import click
 
+from shared.config import Format
+from shared.model_options import model_options
+from shared.specs import TeacherSpec
 from shared.teacher_kinds import TEACHER_KINDS
+
+TEACHER_FIELDS = (
+    "model", "revision", "base_url", "route", "api_key_env", "files", "concurrency", "max_new_tokens",
+    "temperature", "timeout_s", "max_retries", "filter",
+)  # fmt: skip
+"""The TeacherSpec fields `cotd generate` takes as options (defaults, choices and help from the model)."""
 
 
 @click.command("generate")
@@ -15,40 +26,22 @@ from shared.teacher_kinds import TEACHER_KINDS
 @click.option("--dataset", required=True)
 @click.option("--train-file", default=None, help="Local train questions (default: the hub, or arith).")
 @click.option("--level", type=click.IntRange(1, 6), default=None)
-@click.option("--format", "fmt", type=click.Choice(["cot", "subquestion", "rar", "symbolic"]), default="cot")
+@click.option("--format", "fmt", type=click.Choice(list(typing.get_args(Format))), default="cot")
 @click.option("--limit", type=int, default=None, help="Only the first N train questions.")
 @click.option("--name", default=None, help="Teacher label (default: the model, or the kind).")
-@click.option("--model", default=None, help="tgi/openai: teacher model id or path (its tokenizer gives the chat template).")
-@click.option("--revision", default=None, help="Teacher model revision.")
-@click.option("--base-url", default=None, help="tgi: server root (or .../generate); openai: .../v1.")
-@click.option("--route", type=click.Choice(["chat", "generate"]), default="chat", show_default=True,
-              help="tgi: /v1/chat/completions, or /generate with the chat template applied here.")
-@click.option("--api-key-env", default=None, help="Environment variable holding the API key.")
-@click.option("--files", default=None, help="recorded: a file, or a template with {level} and {format}.")
-@click.option("--concurrency", type=int, default=8, show_default=True, help="Max requests in flight (adaptive).")
-@click.option("--max-new-tokens", type=int, default=512, show_default=True)
-@click.option("--temperature", type=float, default=0.0, show_default=True)
-@click.option("--timeout", "timeout_s", type=float, default=120.0, show_default=True, help="Per-request timeout (s).")
-@click.option("--max-retries", type=int, default=6, show_default=True)
-@click.option("--filter", "keep", type=click.Choice(["keep-all", "keep-correct"]), default="keep-all", show_default=True)
+@model_options(TeacherSpec, TEACHER_FIELDS, timeout_s="--timeout")
 @click.option("--out", required=True, type=click.Path(path_type=Path), help="Output folder (cot.jsonl + manifest.json).")
 def generate(
     teacher_kind: str, dataset: str, train_file: str | None, level: int | None, fmt: str, limit: int | None,
-    name: str | None, model: str | None, revision: str | None, base_url: str | None, route: str,
-    api_key_env: str | None, files: str | None, concurrency: int, max_new_tokens: int, temperature: float,
-    timeout_s: float, max_retries: int, keep: str, out: Path,
+    name: str | None, out: Path, **fields: Any,
 ) -> None:
     """Write one CoT set (teacher x level x format); a rerun resumes a server teacher's work."""
     from services.generator.build import MANIFEST_FILE, build_cotset
     from shared.grid import prompt_version
-    from shared.specs import CotSetSpec, DatasetRef, TeacherSpec
+    from shared.specs import CotSetSpec, DatasetRef
     from shared.teacher_kinds import cotset_problem
 
-    teacher = TeacherSpec(
-        name=name or model or teacher_kind, kind=teacher_kind, model=model, revision=revision, base_url=base_url,
-        route=route, api_key_env=api_key_env, files=files, concurrency=concurrency, max_new_tokens=max_new_tokens,
-        temperature=temperature, timeout_s=timeout_s, max_retries=max_retries, filter=keep,
-    )
+    teacher = TeacherSpec(name=name or fields["model"] or teacher_kind, kind=teacher_kind, **fields)
     spec = CotSetSpec(
         dataset=DatasetRef(name=dataset, train_file=train_file, train_size=limit),
         teacher=teacher,

@@ -7,47 +7,28 @@ help text and defaults (the paper's) as the grid's `training:` block.
 from __future__ import annotations
 
 import json
-import typing
 from collections.abc import Callable
 from pathlib import Path
 
 import click
 
 from shared.config import TrainingConfig
+from shared.model_options import field_option
 from shared.templates import TEMPLATES
 
 
 def _option(name: str) -> Callable:
     """A click option for one TrainingConfig field (choices for Literals, flags for bools)."""
-    field = TrainingConfig.model_fields[name]
-    flag = "--" + name.replace("_", "-")
-    default = field.default
-    ann = field.annotation
-    if ann is bool:
-        return click.option(
-            f"{flag}/--no-{flag[2:]}", name, default=default, show_default=True, help=field.description
-        )
-    if typing.get_origin(ann) is typing.Literal:
-        return click.option(
-            flag,
-            name,
-            type=click.Choice(list(typing.get_args(ann))),
-            default=default,
-            show_default=True,
-            help=field.description,
-        )
     if name == "lora_target_modules":
+        field = TrainingConfig.model_fields[name]
         return click.option(
-            flag,
+            "--lora-target-modules",
             name,
-            default=default,
+            default=field.default,
             show_default=True,
             help=f"{field.description} Comma-separated names, or all-linear.",
         )
-    args = [a for a in typing.get_args(ann) if a is not type(None)] or [ann]
-    return click.option(
-        flag, name, type=args[0], default=default, show_default=default is not None, help=field.description
-    )
+    return field_option(TrainingConfig, name, ranged=False)
 
 
 def training_options(func: Callable) -> Callable:
