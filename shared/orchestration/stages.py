@@ -76,6 +76,11 @@ def generate_stage(spec: CotSetSpec, store: ArtifactStore, check: Check | None =
     return build_once(store, "cotsets", spec.key, lambda work, out: build_cotset(spec, work, out, check=check))
 
 
+def tiny_model_key(size: str, corpus_from: str | None) -> str:
+    """The key of a tiny student of `size` whose tokenizer learnt from CoT set `corpus_from` (None: arith)."""
+    return content_key("model", {"tiny": size, "corpus": corpus_from, "version": TINY_VERSION})
+
+
 def resolve_student(student: StudentSpec, cot_key: str, dataset: str, store: ArtifactStore) -> str:
     """A loadable model id: a hub id or path as given, or a built (and published) tiny or GGUF student."""
     if student.model.endswith(".gguf"):
@@ -88,7 +93,7 @@ def resolve_student(student: StudentSpec, cot_key: str, dataset: str, store: Art
 
     size = student.model.split(":", 1)[1]
     corpus_from = None if DATASETS[dataset].generated else cot_key
-    key = content_key("model", {"tiny": size, "corpus": corpus_from, "version": TINY_VERSION})
+    key = tiny_model_key(size, corpus_from)
 
     def build(work: Path, out: Path) -> dict:
         corpus = [str(store.fetch("cotsets", cot_key) / "cot.jsonl")] if corpus_from else None

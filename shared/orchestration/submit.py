@@ -188,7 +188,7 @@ class _Manifests:
 
 
 def grid_results(ctx: Context, gs: GridState) -> dict[str, Any]:
-    """results.json of the grid now (shared/results.py rows, with each failed cell's reason)."""
+    """results.json of the grid now (shared/orchestration/results.py rows, with each failed cell's reason)."""
     grid = grid_spec(gs)
     states, reasons = gs.cells(), gs.hash("reasons")
     cells = expand(grid)

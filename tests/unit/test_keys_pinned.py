@@ -104,6 +104,7 @@ def test_recorded_file_and_server_teacher_keys(tmp_path: Path) -> None:
 
 
 def test_tiny_model_keys() -> None:
-    from shared.keys import content_key
+    from shared.orchestration.stages import tiny_model_key
 
-    assert content_key("model", {"tiny": "s", "corpus": None, "version": "tiny-v1"}) == "b681f0c834ce317168b1fedf"
+    assert tiny_model_key("s", None) == "b681f0c834ce317168b1fedf"
+    assert tiny_model_key("xs", "e7015a9b6438cc6078a4a24d") == "89f81e1cd867baf1886042bc"
