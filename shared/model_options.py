@@ -18,7 +18,12 @@ def _ranged(typ: type, field: FieldInfo) -> click.ParamType | type:
         return typ
     bounds: dict[str, typing.Any] = {}
     for m in field.metadata:  # pydantic's Gt/Ge/Lt/Le constraints
-        for attr, key, is_open in (("gt", "min", True), ("ge", "min", False), ("lt", "max", True), ("le", "max", False)):
+        for attr, key, is_open in (
+            ("gt", "min", True),
+            ("ge", "min", False),
+            ("lt", "max", True),
+            ("le", "max", False),
+        ):
             if (v := getattr(m, attr, None)) is not None:
                 bounds |= {key: v, f"{key}_open": is_open}
     if not bounds:
@@ -42,7 +47,9 @@ def field_option(
     text = help or field.description
     ann = field.annotation
     if ann is bool:
-        return click.option(f"{flag}/--no-{flag[2:]}", param, default=field.default, show_default=True, help=text)
+        return click.option(
+            f"{flag}/--no-{flag[2:]}", param, default=field.default, show_default=True, help=text
+        )
     if typing.get_origin(ann) is typing.Literal:
         choice = click.Choice(list(typing.get_args(ann)))
         return click.option(flag, param, type=choice, default=field.default, show_default=True, help=text)
@@ -50,7 +57,9 @@ def field_option(
     if typing.get_origin(ann) in (typing.Union, types.UnionType):  # X | None: X
         typ = [a for a in typing.get_args(ann) if a is not type(None)][0]
     if typing.get_origin(typ) is list:
-        return click.option(flag, param, multiple=True, default=(), show_default=False, help=f"{text} Repeatable.")
+        return click.option(
+            flag, param, multiple=True, default=(), show_default=False, help=f"{text} Repeatable."
+        )
     typ = _ranged(typ, field) if ranged else typ
     default = field.default
     return click.option(flag, param, type=typ, default=default, show_default=default is not None, help=text)

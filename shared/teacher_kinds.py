@@ -42,9 +42,7 @@ _OFFLINE = "services.generator.teachers.offline"
 _REMOTE = "services.generator.teachers.remote:remote_records"
 
 TEACHER_KINDS: dict[str, KindTraits] = {
-    "procedural": KindTraits(
-        f"{_OFFLINE}:procedural_records", PROCEDURAL_VERSION, datasets=("arith",)
-    ),
+    "procedural": KindTraits(f"{_OFFLINE}:procedural_records", PROCEDURAL_VERSION, datasets=("arith",)),
     "answer-only": KindTraits(f"{_OFFLINE}:answer_only_records", "answer-only", uses_levels=False),
     "human": KindTraits(f"{_OFFLINE}:human_records", "human", uses_levels=False, files="one"),
     "recorded": KindTraits(f"{_OFFLINE}:recorded_records", "recorded", files="required"),
@@ -53,7 +51,10 @@ TEACHER_KINDS: dict[str, KindTraits] = {
 }
 SERVER_KINDS: tuple[str, ...] = tuple(k for k, t in TEACHER_KINDS.items() if t.server)
 FILE_KINDS: tuple[str, ...] = tuple(
-    sorted((k for k, t in TEACHER_KINDS.items() if t.files != "none"), key=lambda k: TEACHER_KINDS[k].files != "required")
+    sorted(
+        (k for k, t in TEACHER_KINDS.items() if t.files != "none"),
+        key=lambda k: TEACHER_KINDS[k].files != "required",
+    )
 )
 """Kinds that read files, those that require them first."""
 

@@ -8,9 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-ALPACA_SYSTEM = (
-    "Below is an instruction that describes a task. Write a response that appropriately completes the request."
-)
+ALPACA_SYSTEM = "Below is an instruction that describes a task. Write a response that appropriately completes the request."
 
 
 @dataclass(frozen=True)
@@ -27,7 +25,9 @@ TEMPLATES: dict[str, ChatTemplate] = {
         "<|start_header_id|>assistant<|end_header_id|>\n\n",
         "<|eot_id|>",
     ),
-    "gemma": ChatTemplate("<bos><start_of_turn>user\n{question}<end_of_turn>\n<start_of_turn>model\n", "<end_of_turn>"),
+    "gemma": ChatTemplate(
+        "<bos><start_of_turn>user\n{question}<end_of_turn>\n<start_of_turn>model\n", "<end_of_turn>"
+    ),
     "alpaca": ChatTemplate(ALPACA_SYSTEM + "\n\n### Instruction:\n{question}\n\n### Response:\n", None),
     "chatml": ChatTemplate("<|im_start|>user\n{question}<|im_end|>\n<|im_start|>assistant\n", "<|im_end|>"),
 }
