@@ -111,6 +111,7 @@ def host_env() -> dict[str, str]:
     """The environment of `cotd` on the host: the stack's Redis and S3 through their published ports."""
     return os.environ | {
         "COTD_REDIS_URL": f"redis://127.0.0.1:{ENV['COTD_REDIS_PORT']}/0",
+        "COTD_REDIS_PASSWORD": ENV["REDIS_PASSWORD"],
         "COTD_STORE": "s3",
         "COTD_S3_ENDPOINT": f"127.0.0.1:{ENV['COTD_MINIO_PORT']}",
         "COTD_S3_ACCESS_KEY": ENV["COTD_S3_ACCESS_KEY"],
@@ -126,6 +127,7 @@ def host_context() -> Context:
     return Context(
         Settings(
             redis_url=env["COTD_REDIS_URL"],
+            redis_password=env["COTD_REDIS_PASSWORD"],
             store="s3",
             s3_endpoint=env["COTD_S3_ENDPOINT"],
             s3_access_key=env["COTD_S3_ACCESS_KEY"],
