@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import shutil
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 
@@ -68,11 +69,15 @@ def resolve_student(student: StudentSpec, cot_key: str, dataset: str, store: Art
     corpus_from = None if dataset == "arith" else cot_key
     key = content_key("model", {"tiny": size, "corpus": corpus_from, "version": TINY_VERSION})
     if not store.exists("models", key):
-        work = store.scratch("models", key)
-        corpus = [str(store.fetch("cotsets", cot_key) / "cot.jsonl")] if corpus_from else None
-        init_tiny(_fresh(work / "out"), corpus=corpus, size=size)
-        store.publish("models", key, work / "out", {"tiny": size, "corpus": corpus_from})
-        shutil.rmtree(work, ignore_errors=True)
+        # no lease: a build takes seconds, so workers that share a cache each build in a folder of
+        # their own, and the first publication wins (the others' are discarded)
+        work = store.scratch("models", key) / f"attempt-{uuid.uuid4().hex[:12]}"
+        try:
+            corpus = [str(store.fetch("cotsets", cot_key) / "cot.jsonl")] if corpus_from else None
+            init_tiny(_fresh(work / "out"), corpus=corpus, size=size)
+            store.publish("models", key, work / "out", {"tiny": size, "corpus": corpus_from})
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
     return str(store.fetch("models", key))
 
 

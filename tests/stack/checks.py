@@ -191,8 +191,8 @@ def artifacts_complete(ctx: Context) -> dict[str, int]:
         for key in keys:
             man = ctx.store.manifest(kind, key)
             objs = ctx.store.object_names(f"{kind}/{key}/")
-            want = [f"{kind}/{key}/{f['path']}" for f in man["files"]] + [f"{kind}/{key}/manifest.json"]
-            assert sorted(objs) == sorted(want), f"{kind}/{key}: objects {objs} != manifest {want}"
+            want = ctx.store.artifact_objects(kind, key, man)
+            assert objs == want, f"{kind}/{key}: objects {objs} != manifest {want}"
         counts[kind] = len(keys)
     return counts
 
