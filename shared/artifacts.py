@@ -62,6 +62,10 @@ class ArtifactStore(ABC):
         p.mkdir(parents=True, exist_ok=True)
         return p
 
+    def evict(self, max_bytes: int) -> list[str]:
+        """Shrink a local cache of downloads to `max_bytes` (stores without one have nothing to evict)."""
+        return []
+
     @abstractmethod
     def put_json(self, path: str, obj: Any) -> None:
         """Write a small JSON document (grid records) at a relative path."""
@@ -107,19 +111,30 @@ class LocalStore(ArtifactStore):
             return existing
         tmp = self.root / ".tmp" / f"{kind}-{key}-{uuid.uuid4().hex[:8]}"
         tmp.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copytree(src, tmp)
-        full = self.full_manifest(kind, key, tmp, manifest)
-        (tmp / MANIFEST).write_text(json.dumps(full, indent=2))
+        try:
+            shutil.copytree(src, tmp)
+            full = self.full_manifest(kind, key, tmp, manifest)
+            (tmp / MANIFEST).write_text(json.dumps(full, indent=2))
+        except BaseException:  # a full disk, say: leave nothing half-copied behind
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
         dest = self.path(kind, key)
         dest.parent.mkdir(parents=True, exist_ok=True)
-        if dest.exists():  # a half-written folder from an older crash, with no manifest
-            shutil.rmtree(dest)
-        try:
-            os.rename(tmp, dest)
-        except OSError:  # another worker published it first
-            shutil.rmtree(tmp, ignore_errors=True)
-            return self.manifest(kind, key) or full
-        return full
+        for _ in range(2):
+            try:
+                os.rename(tmp, dest)  # atomic; fails while dest is a non-empty folder
+                return full
+            except OSError:
+                if (winner := self.manifest(kind, key)) is not None:  # another worker published first
+                    shutil.rmtree(tmp, ignore_errors=True)
+                    return winner
+                # a folder without a manifest (left by an older version): move it aside, never delete
+                # in place, so a publication that lands meanwhile is not lost
+                stale = tmp.with_name(tmp.name + ".stale")
+                os.rename(dest, stale)
+                if not (stale / MANIFEST).exists():
+                    shutil.rmtree(stale, ignore_errors=True)
+        raise RuntimeError(f"{kind}/{key}: could not publish into {dest}")
 
     def fetch(self, kind: str, key: str) -> Path:
         if not self.exists(kind, key):

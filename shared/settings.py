@@ -99,6 +99,23 @@ class Settings(BaseSettings):
         description=f"Folders ({os.pathsep!r}-separated) under which a worker reads the files a grid names "
         "(dataset and recorded-teacher files, local student models). Empty: a worker reads none.",
     )
+    cache_max_gb: float = Field(
+        0.0,
+        ge=0,
+        description="S3 mode: keep the download cache under this size by evicting the least recently used "
+        "artifacts (0: no limit).",
+    )
+    min_free_mb: int = Field(
+        512, ge=0, description="Workers: below this much free space on the cache disk a worker takes no new tasks."
+    )
+    disk_full_pause_s: float = Field(
+        300.0, ge=0, description="Workers: after a task ran out of disk, take no tasks for at least this long."
+    )
+    retry_backoff_s: float = Field(
+        30.0,
+        gt=0,
+        description="First retry delay of a task that met an outage; doubles per retry (capped at 10 min, full jitter).",
+    )
     allow_remote_code: bool = Field(
         False,
         description="Workers: honour `trust_remote_code: true` from a queue message (runs the model's code).",

@@ -129,9 +129,10 @@ def import_into_store(gguf_file: str | Path, store: ArtifactStore, dtype: str = 
         raise GGUFImportError(f"{src}: no such GGUF file")
     key = gguf_model_key(file_sha256(src), dtype)
     if not store.exists("models", key):
-        work = store.scratch("models", key)
-        shutil.rmtree(work / "out", ignore_errors=True)
-        info = import_gguf(src, work / "out", dtype=dtype)
-        store.publish("models", key, work / "out", info)
-        shutil.rmtree(work, ignore_errors=True)
+        work = store.scratch("models", key) / f"attempt-{uuid.uuid4().hex[:12]}"  # one folder per worker
+        try:
+            info = import_gguf(src, work / "out", dtype=dtype)
+            store.publish("models", key, work / "out", info)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
     return key

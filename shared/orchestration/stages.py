@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import shutil
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 
@@ -48,25 +49,35 @@ Build = Callable[[Path, Path], "dict | StageResult"]
 manifest, or a StageResult to return without publishing."""
 
 
-def build_once(store: ArtifactStore, kind: str, key: str, build: Build, keep_out: bool = False) -> StageResult:
+def build_once(
+    store: ArtifactStore, kind: str, key: str, build: Build, keep_out: bool = False, attempt: bool = False
+) -> StageResult:
     """The artifact `kind/key`: cached when published, else built in scratch, published, scratch cleaned.
 
     `keep_out` keeps what a killed run left in `out` (the evaluator resumes from its predictions).
+    `attempt` builds in a folder of this call's own, removed even on failure: for builds that take
+    seconds and run without a lease, so workers sharing a cache each build and the first publication wins.
     """
     if (m := store.manifest(kind, key)) is not None:
         return StageResult(kind=kind, key=key, cached=True, manifest=m)
     work = store.scratch(kind, key)
-    out = work / "out"
-    if not keep_out:
-        shutil.rmtree(out, ignore_errors=True)
-    out.mkdir(parents=True, exist_ok=True)
-    manifest = build(work, out)
-    if isinstance(manifest, StageResult):
-        return manifest
-    published = store.publish(kind, key, out, manifest)
-    log.info("published %s/%s", kind, key)
-    shutil.rmtree(work, ignore_errors=True)
-    return StageResult(kind=kind, key=key, cached=False, manifest=published)
+    if attempt:
+        work = work / f"attempt-{uuid.uuid4().hex[:12]}"
+    try:
+        out = work / "out"
+        if not keep_out:
+            shutil.rmtree(out, ignore_errors=True)
+        out.mkdir(parents=True, exist_ok=True)
+        manifest = build(work, out)
+        if isinstance(manifest, StageResult):
+            return manifest
+        published = store.publish(kind, key, out, manifest)
+        log.info("published %s/%s", kind, key)
+        shutil.rmtree(work, ignore_errors=True)
+        return StageResult(kind=kind, key=key, cached=False, manifest=published)
+    finally:
+        if attempt:
+            shutil.rmtree(work, ignore_errors=True)
 
 
 def generate_stage(spec: CotSetSpec, store: ArtifactStore, check: Check | None = None) -> StageResult:
@@ -100,7 +111,7 @@ def resolve_student(student: StudentSpec, cot_key: str, dataset: str, store: Art
         init_tiny(out, corpus=corpus, size=size)
         return {"tiny": size, "corpus": corpus_from}
 
-    build_once(store, "models", key, build)
+    build_once(store, "models", key, build, attempt=True)
     return str(store.fetch("models", key))
 
 

@@ -12,7 +12,8 @@ Every `COTD_SUPERVISE_EVERY_S`, for each open grid (`cotd:grids:open`):
   the broker's visibility timeout, and then finds the artifact built (or being built) and does
   nothing;
 - a grid whose cells have all ended but that is not finalized (its finalizing worker died) is
-  finalized.
+  finalized;
+- the worker stops or resumes taking tasks by the free space of its cache disk (`disk.DiskGuard`).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import threading
 import time
 
 from shared.orchestration.context import Context
+from shared.orchestration.disk import DiskGuard
 from shared.orchestration.lease import lease_name
 from shared.orchestration.state import OPEN_KEY, GridState, open_grids, split_id
 from shared.orchestration.submit import enqueue, finalize
@@ -51,9 +53,10 @@ def lapsed(running: list[str], seen: dict[str, str], has_lease: dict[str, bool],
 class Supervisor:
     """Look after the open grids every `every_s` seconds, in a daemon thread."""
 
-    def __init__(self, ctx: Context) -> None:
+    def __init__(self, ctx: Context, guard: DiskGuard | None = None) -> None:
         s = ctx.settings
         self.ctx = ctx
+        self.guard = guard
         self.every_s = s.supervise_every_s
         self.wait_s = max(0.0, s.requeue_after_s - s.lease_ttl_s)
         self._stop = threading.Event()
@@ -72,6 +75,8 @@ class Supervisor:
     def _run(self) -> None:
         while not self._stop.wait(self.every_s):
             try:
+                if self.guard is not None:
+                    self.guard.check()
                 self.run_once()
             except Exception as e:  # Redis or S3 away: try again next time
                 log.warning("supervisor: %s: %s", type(e).__name__, e)

@@ -7,8 +7,11 @@ Failure policy:
   was sent for an artifact of a live grid (version skew), that artifact and its cells fail with
   the reason, so the grid ends;
 - a cancelled grid stops its running tasks at the next step, batch or item (nothing is published);
-- a transient error (S3 or teacher server unreachable, 5xx, timeouts) is retried with exponential
-  backoff and full jitter (Celery's own backoff helper): 30 s, 60 s, ... capped at 10 min, 5 retries;
+- a transient error (S3 or teacher server unreachable, 5xx, timeouts, a full disk) is retried with
+  exponential backoff and full jitter (Celery's own backoff helper): `COTD_RETRY_BACKOFF_S` (30 s),
+  twice that, ... capped at 10 min, 5 retries. A full disk first removes the task's scratch folder,
+  evicts the download cache and stops this worker taking tasks for a while
+  (`shared.orchestration.disk`), so the retry runs on another node;
 - any other error (also while recording the outcome or enqueueing what follows), or a transient
   one after the last retry, fails the artifact, what waits on it and the cells that need it, with
   the reason; the grid's other cells go on.
@@ -19,6 +22,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+import shutil
 import time
 from typing import Any, NoReturn
 
@@ -38,10 +42,11 @@ from shared.messages import (
     parse_message,
 )
 from shared.metrics import TaskTally, task_tally, track_task
-from shared.orchestration import observe
+from shared.orchestration import disk, observe
 from shared.orchestration.cancel import CancelCheck, Cancelled
 from shared.orchestration.context import Context, get_context
 from shared.orchestration.deadletter import dead_letter
+from shared.orchestration.disk import is_disk_full
 from shared.orchestration.lease import Lease
 from shared.orchestration.stages import StageResult
 from shared.orchestration.state import GridState, art_id
@@ -65,6 +70,8 @@ def is_transient(exc: BaseException) -> bool:
     import urllib3.exceptions
     from minio.error import S3Error, ServerError
 
+    if is_disk_full(exc):
+        return True
     seen: set[int] = set()
     e: BaseException | None = exc
     while e is not None and id(e) not in seen:
@@ -80,9 +87,18 @@ def is_transient(exc: BaseException) -> bool:
     return False
 
 
-def backoff_s(retries: int) -> int:
+def backoff_s(retries: int, factor_s: float = BACKOFF_FACTOR_S) -> int:
     """Seconds before retry number `retries + 1`: exponential, capped, full jitter."""
-    return get_exponential_backoff_interval(BACKOFF_FACTOR_S, retries, BACKOFF_MAX_S, full_jitter=True)
+    return get_exponential_backoff_interval(factor_s, retries, BACKOFF_MAX_S, full_jitter=True)
+
+
+def _after_disk_full(ctx: Context, kind: str, key: str) -> None:
+    """Free what this worker can and stop it taking tasks, so the retry runs elsewhere."""
+    shutil.rmtree(ctx.store.scratch(kind, key), ignore_errors=True)
+    evicted = ctx.store.evict(0)
+    log.warning("disk full: removed the scratch of %s/%s and %d cached artifacts", kind, key, len(evicted))
+    if disk.GUARD is not None:
+        disk.GUARD.full()
 
 
 def _stage_fn(queue: Queue, mode: str):
@@ -205,8 +221,10 @@ def _execute(task: Task, queue: Queue, msg: Message, gs: GridState, aid: str, ct
         _fail(ctx, gs, aid, reason_of(str(queue), e))
         raise
     except Exception as e:
+        if is_disk_full(e):
+            _after_disk_full(ctx, kind, msg.key)
         if is_transient(e) and task.request.retries < MAX_RETRIES:
-            wait = backoff_s(task.request.retries)
+            wait = backoff_s(task.request.retries, ctx.settings.retry_backoff_s)
             log.warning("grid=%s key=%s stage=%s: %s; retry %d in %ds", gs.id, msg.key, queue, reason_of(str(queue), e), task.request.retries + 1, wait)
             gs.set_art([aid], "queued", allowed=("running",))
             raise task.retry(exc=e, countdown=wait, max_retries=MAX_RETRIES) from None

@@ -15,6 +15,7 @@ import logging
 import os
 import socket
 
+from shared.orchestration import disk
 from shared.queues import ROLE_QUEUES, Queue
 
 log = logging.getLogger("cotd.worker")
@@ -64,8 +65,13 @@ def run_worker(role: str, metrics_port: int | None, concurrency: int, loglevel: 
         if os.environ.get("OMP_NUM_THREADS"):
             torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
     log.info("cotd worker %s: queue %s, concurrency %d, metrics port %s, stage mode %s", role, ROLE_QUEUES[role], concurrency, port, s.stage_mode)
-    supervisor = Supervisor(get_context()).start()
+    hostname = f"{role}-{os.getpid()}@{socket.gethostname()}"
+    ctx = get_context()
+    disk.GUARD = disk.DiskGuard(
+        app, str(ROLE_QUEUES[role]), hostname, ctx.store.scratch_root.parent, s.min_free_mb * 2**20, s.disk_full_pause_s
+    )
+    supervisor = Supervisor(ctx, guard=disk.GUARD).start()
     try:
-        app.worker_main(worker_argv(role, concurrency, loglevel))
+        app.worker_main(worker_argv(role, concurrency, loglevel, hostname=hostname))
     finally:
         supervisor.stop()

@@ -291,14 +291,14 @@ def test_sigkill_trainer_midtask(cluster):
     m = cluster.ctx.store.manifest("checkpoints", train_key)
     assert m["train"]["resumed_from"] >= 5  # the redelivered task resumed from the scratch state
     names = cluster.ctx.store.object_names(f"checkpoints/{train_key}/")
-    assert sorted(names) == sorted([f"checkpoints/{train_key}/{f['path']}" for f in m["files"]] + [f"checkpoints/{train_key}/manifest.json"])
+    assert names == cluster.ctx.store.artifact_objects("checkpoints", train_key, m)
     for kind in ("cotsets", "checkpoints", "evals"):
         keys = cluster.ctx.store.keys(kind)
         assert len(keys) == len(set(keys))
         for key in keys:  # every published artifact is complete: its objects are exactly its manifest's files
             man = cluster.ctx.store.manifest(kind, key)
             objs = cluster.ctx.store.object_names(f"{kind}/{key}/")
-            assert sorted(objs) == sorted([f"{kind}/{key}/{f['path']}" for f in man["files"]] + [f"{kind}/{key}/manifest.json"])
+            assert objs == cluster.ctx.store.artifact_objects(kind, key, man)
     assert gs.stage_counts()["train"].get("computed") == 1
 
 

@@ -111,6 +111,7 @@ def host_env() -> dict[str, str]:
     """The environment of `cotd` on the host: the stack's Redis and S3 through their published ports."""
     return os.environ | {
         "COTD_REDIS_URL": f"redis://127.0.0.1:{ENV['COTD_REDIS_PORT']}/0",
+        "COTD_REDIS_PASSWORD": ENV["REDIS_PASSWORD"],
         "COTD_STORE": "s3",
         "COTD_S3_ENDPOINT": f"127.0.0.1:{ENV['COTD_MINIO_PORT']}",
         "COTD_S3_ACCESS_KEY": ENV["COTD_S3_ACCESS_KEY"],
@@ -126,6 +127,7 @@ def host_context() -> Context:
     return Context(
         Settings(
             redis_url=env["COTD_REDIS_URL"],
+            redis_password=env["COTD_REDIS_PASSWORD"],
             store="s3",
             s3_endpoint=env["COTD_S3_ENDPOINT"],
             s3_access_key=env["COTD_S3_ACCESS_KEY"],
@@ -189,8 +191,8 @@ def artifacts_complete(ctx: Context) -> dict[str, int]:
         for key in keys:
             man = ctx.store.manifest(kind, key)
             objs = ctx.store.object_names(f"{kind}/{key}/")
-            want = [f"{kind}/{key}/{f['path']}" for f in man["files"]] + [f"{kind}/{key}/manifest.json"]
-            assert sorted(objs) == sorted(want), f"{kind}/{key}: objects {objs} != manifest {want}"
+            want = ctx.store.artifact_objects(kind, key, man)
+            assert objs == want, f"{kind}/{key}: objects {objs} != manifest {want}"
         counts[kind] = len(keys)
     return counts
 

@@ -108,6 +108,7 @@ COTD_BUILDER_IMAGE=cotd-stack/builder:cpu
 COTD_TORCH_INDEX_URL=https://pypi.org/simple
 COTD_TEACHER_MODEL=unused-in-the-cpu-profile
 COTD_TEACHER_CPU_MODEL_DIR=$WORK/teacher
+REDIS_PASSWORD=$(head -c 12 /dev/urandom | od -An -tx1 | tr -d ' \n')
 MINIO_ROOT_USER=stack-admin
 MINIO_ROOT_PASSWORD=$(head -c 12 /dev/urandom | od -An -tx1 | tr -d ' \n')
 COTD_S3_ACCESS_KEY=stack-worker
