@@ -137,10 +137,10 @@ def teacher() -> None:
               help="Requests in flight before answering 429.")
 def serve_cmd(model: str, port: int, host: str, max_batch: int, batch_wait_ms: float, threads: int | None,
               max_input_tokens: int | None, max_total_tokens: int | None, max_concurrent_requests: int) -> None:
-    """A TGI-protocol server (/generate, /generate_stream, /, /info, /health) with OpenAI routes (/v1/...)."""
+    """A TGI-protocol server (/generate, /generate_stream, /, /info, /health, /metrics) with OpenAI routes (/v1/...)."""
     from pydantic import ValidationError
 
-    from services.generator.server import ServeConfig, serve
+    from services.generator.server import ServeConfig, exit_now, serve
 
     try:
         cfg = ServeConfig(model=model, host=host, port=port, max_batch=max_batch, batch_wait_ms=batch_wait_ms,
@@ -153,3 +153,4 @@ def serve_cmd(model: str, port: int, host: str, max_batch: int, batch_wait_ms: f
         serve(cfg)
     except ValueError as exc:  # limits beyond the model's
         raise click.UsageError(str(exc)) from None
+    exit_now(0)  # stopped cleanly: skip torch's slow interpreter teardown, so SIGTERM ends it within seconds

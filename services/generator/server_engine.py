@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from services.generator.server_protocol import Limits, RequestError, Sampling
+from services.generator.server_protocol import Limits, RequestError, Sampling, invalid
 
 log = logging.getLogger(__name__)
 
@@ -118,6 +118,8 @@ class Engine:
         self.inflight = 0
         self.batches: deque[int] = deque(maxlen=256)  # sizes of the last batches prefilled (tests, logs)
         self.cancelled_rows = 0  # rows stopped because their request ended first (client gone)
+        self.generated_tokens = 0  # tokens chosen since start (all rows)
+        self.batches_total = 0  # batches prefilled since start
         self._inbox: queue.Queue[Job] = queue.Queue()
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
@@ -128,9 +130,20 @@ class Engine:
         return list(self.tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"])
 
     def chat_prompt(self, messages: list[dict[str, str]]) -> str:
-        """The model's chat template over `messages` (a plain transcript when it has none)."""
+        """The model's chat template over `messages` (a plain transcript when it has none).
+
+        A template that refuses the messages (``raise_exception``: roles out of order, a role it
+        does not know) gives a 422 naming `messages`, not a 500.
+        """
         if getattr(self.tokenizer, "chat_template", None):
-            return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+            from jinja2 import TemplateError  # transformers' templates are jinja2 (torch requires it)
+
+            try:
+                return self.tokenizer.apply_chat_template(
+                    messages, tokenize=False, add_generation_prompt=True
+                )
+            except TemplateError as exc:
+                raise invalid(f"`messages`: the model's chat template refused them: {exc}") from None
         return "".join(f"{m['role']}: {m['content']}\n" for m in messages) + "assistant: "
 
     def submit(self, job: Job) -> Job:
@@ -167,6 +180,7 @@ class Engine:
             jobs = self._take(block=not active)
             if jobs:
                 self.batches.append(len(jobs))
+                self.batches_total += 1
                 active.append(_Batch(self, jobs))
             for batch in list(active):
                 batch.step()
@@ -188,7 +202,15 @@ class Engine:
                 jobs.append(self._inbox.get(timeout=max(0.0, deadline - time.monotonic())))
             except queue.Empty:
                 break
-        return [j for j in jobs if not j.cancelled]
+        live = [j for j in jobs if not j.cancelled]
+        self._count_cancelled(len(jobs) - len(live))
+        return live
+
+    def _count_cancelled(self, n: int) -> None:
+        """`n` rows (or queued jobs) dropped because their request ended first."""
+        if n:
+            self.cancelled_rows += n
+            log.info("dropped %d row(s) whose request ended first (client gone)", n)
 
     def _drain(self) -> list[Job]:
         out = []
@@ -273,7 +295,7 @@ class _Batch:
         if self.finished:
             return
         live = [i for i, j in enumerate(self.jobs) if not j.cancelled]
-        self.engine.cancelled_rows += len(self.jobs) - len(live)
+        self.engine._count_cancelled(len(self.jobs) - len(live))
         self._keep(live)
         if self.finished:
             return
@@ -302,6 +324,7 @@ class _Batch:
             token = Token(tid, eng.tokenizer.decode([tid]), float(logp[tid]), tid in eng.special_ids, top)
             self.out[i].append(token)
             self.seen[i].append(tid)
+            eng.generated_tokens += 1
             reason = self._finish_reason(i)
             job.post("token", token)
             if reason is None:
