@@ -152,7 +152,7 @@ def grid_doc(name: str, level: int, seed: int, max_steps: int) -> dict:
     served = {
         "name": "served",
         "kind": "tgi",
-        "model": "stack-teacher",
+        "model": "smollm2-135m-instruct",
         "concurrency": 1,
         "max_new_tokens": 16,
     }

@@ -98,8 +98,11 @@ docker info >/dev/null 2>&1 || { tail -5 "$RUN/dockerd.log"; skip "dockerd did n
 
 # -------------------------------------------------------------------------------------- the env file
 port() { python3 -c "import socket; s = socket.socket(); s.bind(('127.0.0.1', 0)); print(s.getsockname()[1])"; }
-mkdir -p "$WORK/teacher"
-python3 -c "from shared.cli import main; main()" model init-tiny --size xs "$WORK/teacher" >/dev/null
+# teacher-cpu serves the real SmolLM2-135M-Instruct (the tests' model, converted once per machine):
+# a random tiny model writes only whitespace through a chat template, which the generator refuses
+teacher_src=$(python3 -c "from tests.realmodel import converted; print(converted()[1])" 2>"$RUN/teacher.log") ||
+  { tail -5 "$RUN/teacher.log"; echo "stack: the real teacher model is not available" >&2; exit 1; }
+cp -r "$teacher_src" "$WORK/teacher"
 chmod -R a+rX "$WORK/teacher"
 cat >"$WORK/stack.env" <<EOF
 COMPOSE_PROFILES=cpu
