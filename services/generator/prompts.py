@@ -9,12 +9,15 @@ The paper's prompts were not published; these are our own. They are versioned: `
 - Formats: `cot` (plain steps), `subquestion` (sub-questions, each answered), `rar` (rephrase the
   question, then solve) and `symbolic` (variables, symbols and equations).
 - Every prompt requires the reply to end with "The answer is X", X in the task's answer form.
+- A worked example at the same level comes before the question where one is written
+  (`services/generator/exemplars.py`: math word problems, `cot` format; since prompt version p2).
 """
 
 from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict
 
+from services.generator.exemplars import exemplar_messages
 from shared.datasets.base import Question, TaskType
 from shared.teacher_kinds import PROMPT_VERSION as PROMPT_VERSION  # declared with the teacher kinds
 
@@ -139,8 +142,9 @@ def user_prompt(question: Question) -> str:
 
 
 def build_messages(question: Question, level: int, fmt: str) -> list[dict[str, str]]:
-    """Chat messages (system + user) asking for one rationale."""
+    """Chat messages asking for one rationale: system, the worked example if any, then the question."""
     return [
         {"role": "system", "content": system_prompt(question.task, level, fmt)},
+        *exemplar_messages(question.task, level, fmt),
         {"role": "user", "content": user_prompt(question)},
     ]

@@ -21,7 +21,7 @@ from shared.grid import prompt_version
 
 
 def test_version_is_part_of_the_key() -> None:
-    assert PROMPT_VERSION == "p1" and prompt_version("tgi") == prompt_version("openai") == PROMPT_VERSION
+    assert PROMPT_VERSION == "p2" and prompt_version("tgi") == prompt_version("openai") == PROMPT_VERSION
 
 
 @pytest.mark.parametrize("task", list(TaskType))
@@ -80,3 +80,22 @@ def test_paper_mean_words_grow_with_level(shared_data: Path, which: str) -> None
     assert means[-1] > 1.5 * means[0]
     if which == "svamp/gpt-4o":  # the design's figures: 35 words at level 1, 81 at level 6
         assert round(means[0]) == 35 and round(means[-1]) == 81
+
+
+def test_a_worked_example_at_the_same_level_comes_before_the_question() -> None:
+    from services.generator.exemplars import EXEMPLARS
+    from services.generator.prompts import build_messages
+    from shared.datasets.base import Question
+
+    q = Question(id="q1", text="Tom has 3 apples and buys 4. How many now?", gold="7", task=TaskType.NUMBER)
+    ex = EXEMPLARS[TaskType.NUMBER]
+    words = []
+    for lv in LEVELS:
+        msgs = build_messages(q, lv, "cot")
+        assert [m["role"] for m in msgs] == ["system", "user", "assistant", "user"] and msgs[-1]["content"] == q.text
+        assert msgs[2]["content"] == ex.rationales[lv] and msgs[2]["content"].endswith("The answer is 14.")
+        words.append(len(msgs[2]["content"].split()))
+    assert words == sorted(words) and len(set(words)) == 6  # the examples' lengths rise with the level
+    assert [m["role"] for m in build_messages(q, 3, "symbolic")] == ["system", "user"]  # no plain-steps example
+    yes_no = Question(id="q2", text="Is the sky green?", gold="False", task=TaskType.YESNO)
+    assert len(build_messages(yes_no, 3, "cot")) == 2  # no example written for this task type yet
