@@ -56,12 +56,20 @@ def generate_stage(spec: CotSetSpec, store: ArtifactStore, check: Check | None =
 
 def resolve_student(student: StudentSpec, cot_key: str, dataset: str, store: ArtifactStore) -> str:
     """A loadable model id: a hub id or path as given, or a built (and published) tiny or GGUF student."""
+    return student_base(student, cot_key, dataset, store)[0]
+
+
+def student_base(student: StudentSpec, cot_key: str, dataset: str, store: ArtifactStore) -> tuple[str, str]:
+    """(loadable model id, reference a checkpoint records): `models/<key>` for tiny and GGUF students."""
+    from services.trainer.models import artifact_ref
+
     if student.model.endswith(".gguf"):
         from services.trainer.gguf_import import import_into_store
 
-        return str(store.fetch("models", import_into_store(student.model, store)))
+        gguf_key = import_into_store(student.model, store)
+        return str(store.fetch("models", gguf_key)), artifact_ref(gguf_key)
     if not student.model.startswith("tiny:"):
-        return student.model
+        return student.model, student.model
     from services.trainer.tiny import init_tiny
 
     size = student.model.split(":", 1)[1]
@@ -73,7 +81,7 @@ def resolve_student(student: StudentSpec, cot_key: str, dataset: str, store: Art
         init_tiny(_fresh(work / "out"), corpus=corpus, size=size)
         store.publish("models", key, work / "out", {"tiny": size, "corpus": corpus_from})
         shutil.rmtree(work, ignore_errors=True)
-    return str(store.fetch("models", key))
+    return str(store.fetch("models", key)), artifact_ref(key)
 
 
 def train_stage(
@@ -91,7 +99,7 @@ def train_stage(
     if (m := store.manifest("checkpoints", key)) is not None:
         return StageResult(kind="checkpoints", key=key, cached=True, manifest=m)
     pairs = read_training_pairs(store.fetch("cotsets", spec.cot.key))
-    model_id = resolve_student(spec.student, spec.cot.key, spec.cot.dataset.name, store)
+    model_id, base_ref = student_base(spec.student, spec.cot.key, spec.cot.dataset.name, store)
     work = store.scratch("checkpoints", key)
     out = _fresh(work / "out")
     summary = train_sft(
@@ -107,6 +115,7 @@ def train_stage(
         device_setting=device,
         stop_after=stop_after,
         on_step=check,
+        base_ref=base_ref,
     )
     if not summary.get("complete"):
         return StageResult(kind="checkpoints", key=key, cached=False, manifest={"incomplete": summary})
@@ -122,7 +131,9 @@ def train_stage(
     return StageResult(kind="checkpoints", key=key, cached=False, manifest=published)
 
 
-def evaluate_stage(spec: EvalSpec, store: ArtifactStore, device: str = "auto", check: Check | None = None) -> StageResult:
+def evaluate_stage(
+    spec: EvalSpec, store: ArtifactStore, device: str = "auto", check: Check | None = None
+) -> StageResult:
     """Score the checkpoint on the test split and publish evals/<key>; `check()` runs every batch."""
     from services.evaluator.evaluate import evaluate_model
     from shared.datasets.splits import load_split

@@ -35,7 +35,10 @@ from services.evaluator.errors import EvaluationError
 )
 @click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path))
 @click.option(
-    "--template", default="auto", show_default=True, help="The template the student was trained with."
+    "--template",
+    default=None,
+    help="Prompt template (auto, llama3, gemma, alpaca, chatml); default: the one the checkpoint "
+    "records (cotd_checkpoint.json), else auto.",
 )
 @click.option(
     "--batch-size",
@@ -79,7 +82,7 @@ def evaluate(
     data_file: str | None,
     gold_file: str | None,
     out: Path,
-    template: str,
+    template: str | None,
     batch_size: int,
     max_new_tokens: int,
     num_beams: int,
