@@ -42,6 +42,7 @@ log = logging.getLogger("cotd.trainer")
 
 CHECKPOINT_INFO = "cotd_checkpoint.json"
 ARTIFACT_REF = re.compile(r"^models/[0-9a-f]{24}$")
+EMBEDDING_MODULES = {"embed_tokens", "lm_head", "word_embeddings", "wte"}
 
 
 class CheckpointInfo(BaseModel):
@@ -303,11 +304,16 @@ def save_checkpoint(
     every file gets the usual mode.
     """
     out_dir.mkdir(parents=True, exist_ok=True)
-    config = model.get_base_model().config if hasattr(model, "get_base_model") else model.config
+    kwargs: dict = {"state_dict": state_dict} if state_dict else {}
+    if hasattr(model, "get_base_model"):
+        # peft's "auto" looks the base up on the hub (the reference may be a store key): decide here
+        targets = cfg.lora_target_modules if isinstance(cfg.lora_target_modules, list) else []
+        kwargs["save_embedding_layers"] = bool(set(targets) & EMBEDDING_MODULES)
+        config = model.get_base_model().config
+    else:
+        config = model.config
     config.use_cache = True
-    model.save_pretrained(
-        out_dir, safe_serialization=True, **({"state_dict": state_dict} if state_dict else {})
-    )
+    model.save_pretrained(out_dir, safe_serialization=True, **kwargs)
     if info is not None:
         chat = chat_template_for(info.template, tok)
         if chat is not None:
