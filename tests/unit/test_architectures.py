@@ -10,6 +10,7 @@ table is filled from these tests.
 from __future__ import annotations
 
 import json
+import re
 import stat
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +25,7 @@ from services.trainer.models import CHECKPOINT_INFO, CheckpointInfo
 from services.trainer.recipe import train_sft
 from services.trainer.templates import (
     ALPACA_SYSTEM,
+    TemplateError,
     chat_template_for,
     encode_prompt,
     end_token,
@@ -322,9 +324,12 @@ def test_train_evaluate_and_batched_equals_one_by_one(family, method: str, tmp_p
 def test_template_whose_tokens_the_vocabulary_lacks_is_refused(tmp_path: Path) -> None:
     fam = next(f for f in FAMILIES if f.name == "bloom")
     tok = family_tokenizer(fam)
-    with pytest.raises(Exception, match="template 'gemma' needs the token <bos>") as e:
-        render_prompt("gemma", tok, "x")
-    assert "\n" not in str(e.value)
+    for name, missing in (("gemma", "<bos>"), ("llama3", "<|begin_of_text|>"), ("chatml", "<|im_start|>")):
+        with pytest.raises(
+            TemplateError, match=f"template '{name}' needs the token {re.escape(missing)}"
+        ) as e:
+            render_prompt(name, tok, "x")
+        assert "\n" not in str(e.value)
     base = tmp_path / "base"
     from transformers import AutoModelForCausalLM
 
