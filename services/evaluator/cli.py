@@ -37,8 +37,8 @@ from services.evaluator.errors import EvaluationError
 @click.option(
     "--template",
     default=None,
-    help="Prompt template (auto, llama3, gemma, alpaca, chatml); default: the one the checkpoint "
-    "records (cotd_checkpoint.json), else auto.",
+    help="Prompt template (llama3, gemma, alpaca, chatml, or tokenizer = the saved chat template); "
+    "default and auto: the one the checkpoint records (cotd_checkpoint.json), else auto's rule.",
 )
 @click.option(
     "--batch-size",

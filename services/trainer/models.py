@@ -68,8 +68,8 @@ class CheckpointInfo(BaseModel):
     parameters_trainable: int = Field(description="Parameters the optimizer updated.")
 
 
-def model_class(config, trust_remote_code: bool = False):
-    """The causal-LM class transformers builds for `config` (None when it cannot tell)."""
+def model_class(config):
+    """The causal-LM class transformers builds for `config` (None for remote code or unknown types)."""
     from transformers import AutoModelForCausalLM
 
     try:
