@@ -183,3 +183,19 @@ def test_saved_tokenizer_chat_template_is_the_trained_template(base: Path, tmp_p
     gen = pipeline("text-generation", model=str(out), device="cpu")
     reply = gen([{"role": "user", "content": q}], max_new_tokens=3, do_sample=False)
     assert reply[0]["generated_text"][-1]["role"] == "assistant"
+
+
+def test_stage_names_a_tiny_student_by_its_store_key(tmp_path: Path) -> None:
+    """The train stage hands the trainer the store's path but the checkpoint the `models/<key>`."""
+    from services.trainer.models import ARTIFACT_REF
+    from shared.artifacts import LocalStore
+    from shared.specs import StudentSpec
+    from shared.stages import resolve_student, student_base
+
+    store = LocalStore(tmp_path / "store")
+    spec = StudentSpec(name="tiny", model="tiny:xs")
+    path, ref = student_base(spec, "unused", "arith", store)
+    assert ARTIFACT_REF.match(ref) and Path(path) == store.fetch("models", ref.split("/", 1)[1])
+    assert resolve_student(spec, "unused", "arith", store) == path
+    hub = StudentSpec(name="hub", model="HuggingFaceTB/SmolLM2-135M-Instruct")
+    assert student_base(hub, "unused", "arith", store) == (hub.model, hub.model)
