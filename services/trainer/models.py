@@ -284,7 +284,7 @@ def checkpoint_info(
         base_path=base_path,
         method=cfg.method,
         merged=cfg.method != "full" and cfg.merge_lora,
-        architecture=type(base).__name__,
+        architecture=type(base).__name__.removeprefix("FSDP"),  # FSDP2 renames the sharded class
         attn_implementation=getattr(base.config, "_attn_implementation", None),
         **counts,
     )
