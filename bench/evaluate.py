@@ -77,7 +77,7 @@ def paper_way(model, tok, prompts: list[str], max_new_tokens: int, end_ids: list
     """The baseline: a plain loop with one `model.generate` call per prompt (greedy)."""
     gens = []
     for p in prompts:
-        ids = tok(p, add_special_tokens=False, return_tensors="pt")["input_ids"]
+        ids = torch.tensor(encode_prompts(tok, [p]))  # as the trainer encodes it (BOS first)
         out = model.generate(
             input_ids=ids,
             attention_mask=torch.ones_like(ids),

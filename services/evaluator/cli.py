@@ -37,7 +37,10 @@ from shared.model_options import model_options
 )
 @click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path))
 @click.option(
-    "--template", default="auto", show_default=True, help="The template the student was trained with."
+    "--template",
+    default=None,
+    help="Prompt template (llama3, gemma, alpaca, chatml, or tokenizer = the saved chat template); "
+    "default and auto: the one the checkpoint records (cotd_checkpoint.json), else auto's rule.",
 )
 @model_options(
     EvaluationConfig, ["batch_size", "max_new_tokens", "num_beams", "stop", "sort_by_length", "backend"], sort_by_length="--sort"
@@ -60,7 +63,7 @@ def evaluate(
     data_file: str | None,
     gold_file: str | None,
     out: Path,
-    template: str,
+    template: str | None,
     batch_size: int,
     max_new_tokens: int,
     num_beams: int,

@@ -37,15 +37,18 @@ BACKENDS = ("transformers", "vllm", "auto")
 
 
 def load_for_inference(model_dir: str | Path, device, trust_remote_code: bool = False):
-    """A saved checkpoint (full weights, or a LoRA adapter over its base) and its tokenizer."""
+    """A saved checkpoint (full weights, or a LoRA adapter over its base) and its tokenizer.
+
+    An adapter's base is found by `models.resolve_base`: a folder, a store key, or a hub id.
+    """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     path = Path(model_dir)
     tok = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
     if (path / "adapter_config.json").exists():
-        from peft import AutoPeftModelForCausalLM
+        from services.trainer.models import load_adapter
 
-        model = AutoPeftModelForCausalLM.from_pretrained(path, trust_remote_code=trust_remote_code)
+        model = load_adapter(path, trust_remote_code=trust_remote_code)
     else:
         model = AutoModelForCausalLM.from_pretrained(path, trust_remote_code=trust_remote_code)
     if tok.pad_token is None:
@@ -61,6 +64,19 @@ def load_tokenizer(model_dir: str | Path, trust_remote_code: bool = False):
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
     return tok
+
+
+def checkpoint_template(model_dir: str | Path, template: str | None = None) -> str:
+    """The template to evaluate with: the one given, else the one the checkpoint records, else auto.
+
+    `auto` also defers to the recorded template (it is what `auto` resolved to when training).
+    """
+    from services.trainer.models import read_info
+
+    if template not in (None, "auto"):
+        return template
+    info = read_info(model_dir) if Path(model_dir).is_dir() else None
+    return info.template if info else "auto"
 
 
 def score_outputs(questions: list[Question], prompts: list[str], gens: list[Generation]) -> list[dict]:
@@ -198,7 +214,7 @@ def evaluate_model(
     questions: list[Question],
     out_dir: Path,
     cfg: EvaluationConfig,
-    template: str = "auto",
+    template: str | None = None,
     device_setting: str = "auto",
     trust_remote_code: bool = False,
     backend: str | None = None,
@@ -211,12 +227,15 @@ def evaluate_model(
 
     `backend` is ``transformers`` (default, works everywhere), ``vllm`` (needs the package) or
     ``auto``; when None, the config's ``backend`` field is used if it has one.
+    `template` None or ``auto`` is the template the checkpoint records (`checkpoint_template`);
+    generation stops at that template's end token (end of turn) and at EOS.
     Finished batches are appended to `predictions.partial.jsonl`, so a killed run resumes.
     """
     t0 = time.perf_counter()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     device = pick_device(device_setting)
+    template = checkpoint_template(model_dir, template)
     chosen = resolve_backend(backend or getattr(cfg, "backend", None) or "transformers", device)
     partial = out_dir / PARTIAL
     fingerprint = resume_fingerprint(model_dir, cfg, template, chosen)

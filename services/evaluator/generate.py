@@ -12,6 +12,8 @@ from dataclasses import dataclass
 
 import torch
 
+from services.trainer.templates import encode_prompt
+
 OnBatch = Callable[[list[int], list["Generation"]], None]
 
 
@@ -78,12 +80,17 @@ def finish(
 
 
 def encode_prompts(tokenizer, prompts: Sequence[str]) -> list[list[int]]:
-    """Prompt token ids exactly as the trainer encodes them (the template carries any BOS)."""
-    return [tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
+    """Prompt token ids exactly as the trainer encodes them (`templates.encode_prompt`: BOS once)."""
+    return [encode_prompt(tokenizer, p) for p in prompts]
 
 
 def _cache_kwarg(model) -> str | None:
-    """The forward() keyword of the KV cache, or None when the fast greedy loop cannot drive it."""
+    """The forward() keyword of the KV cache, or None when the fast greedy loop cannot drive it.
+
+    A peft wrapper passes its keywords through to the base model, whose forward decides.
+    """
+    if hasattr(model, "get_base_model"):
+        model = model.get_base_model()
     params = inspect.signature(model.forward).parameters
     for name in ("cache", "past_key_values"):
         if name in params:

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import torch
 
-from services.trainer.templates import end_token, render_prompt
+from services.trainer.templates import encode_prompt, end_token, render_prompt
 
 IGNORE = -100
 
@@ -22,11 +22,11 @@ class Example:
 
 
 def encode_pair(tokenizer, template: str, question: str, response: str, cutoff: int) -> Example:
-    """Tokenise prompt and response separately; mask the prompt; append the end token.
+    """Tokenise prompt (BOS first, see `encode_prompt`) and response apart; mask the prompt; append the end token.
 
     A response that does not fit the cutoff is truncated (the end token is then dropped).
     """
-    prompt_ids = tokenizer(render_prompt(template, tokenizer, question), add_special_tokens=False)["input_ids"]
+    prompt_ids = encode_prompt(tokenizer, render_prompt(template, tokenizer, question))
     end_id = tokenizer.convert_tokens_to_ids(end_token(template, tokenizer))
     resp_ids = tokenizer(response.strip(), add_special_tokens=False)["input_ids"] + [end_id]
     truncated = False
@@ -38,7 +38,9 @@ def encode_pair(tokenizer, template: str, question: str, response: str, cutoff: 
     return Example(prompt_ids + resp_ids, [IGNORE] * len(prompt_ids) + resp_ids, truncated)
 
 
-def micro_batches(lengths: list[int], micro_batch_size: int, seed: int, epoch: int, group_by_length: bool) -> list[list[int]]:
+def micro_batches(
+    lengths: list[int], micro_batch_size: int, seed: int, epoch: int, group_by_length: bool
+) -> list[list[int]]:
     """Micro-batches of example indices for one epoch, deterministic for (seed, epoch).
 
     With length grouping, indices are shuffled, cut into mega-batches of 64 micro-batches,

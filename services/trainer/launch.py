@@ -29,6 +29,7 @@ def main(spec_path: str) -> None:
         trust_remote_code=spec["trust_remote_code"],
         device_setting=spec["device_setting"],
         stop_after=spec["stop_after"],
+        base_ref=spec.get("base_ref"),
     )
     if dist_from_env().main:
         (Path(spec_path).parent / "launch_summary.json").write_text(json.dumps(summary))

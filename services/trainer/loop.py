@@ -102,7 +102,14 @@ def _autocast(cfg: TrainingConfig, device: torch.device):
     return contextlib.nullcontext()
 
 
-def _restore(par: Parallel, workdir: Path, fingerprint: str, optimizer, scheduler, seed: int) -> int:
+def grad_scaler(cfg: TrainingConfig, device: torch.device, mode: str = "none") -> torch.amp.GradScaler:
+    """Loss scaling for fp16 (a disabled scaler, which passes through, for every other precision)."""
+    if cfg.precision == "fp16" and mode == "fsdp":
+        raise TrainingError("precision fp16 is not supported with parallel fsdp; use bf16")
+    return torch.amp.GradScaler(device.type, enabled=cfg.precision == "fp16")
+
+
+def _restore(par: Parallel, workdir: Path, fingerprint: str, optimizer, scheduler, scaler, seed: int) -> int:
     """Load the saved state when there is a usable one; the step to continue from."""
     state = ckpt.load_state(workdir, fingerprint, par.expected_shapes()) if par.info.main else None
     start = par.broadcast(state.step if state else 0)
@@ -115,6 +122,8 @@ def _restore(par: Parallel, workdir: Path, fingerprint: str, optimizer, schedule
     try:
         par.load_optim(optimizer, state.optim["optimizer"])
         scheduler.load_state_dict(state.optim["scheduler"])
+        if scaler.is_enabled() and state.optim.get("scaler"):
+            scaler.load_state_dict(state.optim["scaler"])
         par.load_trainable(state.weights)
     except (ValueError, KeyError, RuntimeError) as e:
         raise TrainingError(
@@ -137,11 +146,14 @@ def run_loop(
     device: torch.device,
     on_step: Callable[[dict], None] | None = None,
     stop_after: int | None = None,
+    log_fields: dict | None = None,
 ) -> dict:
     """Train on `examples`; resumes from `workdir/resume` when a usable state is there.
 
     Returns a summary (steps, losses, tokens/s, padding fraction, peak memory).
     `stop_after` ends the run early after that many steps (used to test resumption).
+    `log_fields` (e.g. parameter counts) are added to every record of the train log.
+    fp16 scales the loss (`torch.amp.GradScaler`); a step whose gradients overflow is skipped.
     """
     if not examples:
         raise TrainingError("the CoT set has no trainable items")
@@ -155,7 +167,8 @@ def run_loop(
     lengths = [len(e.input_ids) for e in examples]
     n_labels = [sum(1 for t in e.labels if t != IGNORE) for e in examples]
     fingerprint = ckpt.run_fingerprint(lengths, order_settings(cfg, seed, world))
-    start = _restore(par, workdir, fingerprint, optimizer, scheduler, seed)
+    scaler = grad_scaler(cfg, device, par.mode)
+    start = _restore(par, workdir, fingerprint, optimizer, scheduler, scaler, seed)
     log_path = workdir / LOG_FILE
     if par.info.main:
         trim_log(log_path, start)
@@ -174,6 +187,8 @@ def run_loop(
         weights, optim = par.trainable_state(), par.optim_state(optimizer)
         if par.info.main:
             state = {"optimizer": optim, "scheduler": scheduler.state_dict(), "rng": ckpt.rng_state()}
+            if scaler.is_enabled():
+                state["scaler"] = scaler.state_dict()
             ckpt.save_state(workdir, at, fingerprint, weights, state)
         par.barrier()
 
@@ -192,15 +207,17 @@ def run_loop(
             }
             with par.sync(last=j == len(mine) - 1), autocast:
                 loss = par.module(batch["input_ids"], batch["attention_mask"], batch["labels"], n_label)
-                (loss * world).backward()
+                scaler.scale(loss * world).backward()
             step_loss += float(loss.detach())
         step_loss = par.sum(step_loss)
         if not math.isfinite(step_loss):
             raise TrainingError(
                 f"non-finite loss ({step_loss}) at step {step + 1}; lower the learning rate or check the data"
             )
+        scaler.unscale_(optimizer)
         grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
-        optimizer.step()
+        scaler.step(optimizer)  # skipped when fp16 gradients overflowed
+        scaler.update()
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
         step += 1
@@ -218,7 +235,10 @@ def run_loop(
             "avg_tokens_per_s": round(real_total / max(1e-9, now - t0), 1),
             "padding_fraction": round(1 - step_real / max(1, step_padded), 4),
             "peak_memory_bytes": peak_memory(device),
+            **(log_fields or {}),
         }
+        if scaler.is_enabled():
+            record["loss_scale"] = scaler.get_scale()
         steplog.write(record, step_real)
         if on_step:
             on_step(record)

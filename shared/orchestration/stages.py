@@ -94,12 +94,20 @@ def tiny_model_key(size: str, corpus_from: str | None) -> str:
 
 def resolve_student(student: StudentSpec, cot_key: str, dataset: str, store: ArtifactStore) -> str:
     """A loadable model id: a hub id or path as given, or a built (and published) tiny or GGUF student."""
+    return student_base(student, cot_key, dataset, store)[0]
+
+
+def student_base(student: StudentSpec, cot_key: str, dataset: str, store: ArtifactStore) -> tuple[str, str]:
+    """(loadable model id, reference a checkpoint records): `models/<key>` for tiny and GGUF students."""
+    from services.trainer.models import artifact_ref
+
     if student.model.endswith(".gguf"):
         from services.trainer.gguf_import import import_into_store
 
-        return str(store.fetch("models", import_into_store(student.model, store)))
+        gguf_key = import_into_store(student.model, store)
+        return str(store.fetch("models", gguf_key)), artifact_ref(gguf_key)
     if not student.model.startswith("tiny:"):
-        return student.model
+        return student.model, student.model
     from services.trainer.tiny import init_tiny
 
     size = student.model.split(":", 1)[1]
@@ -112,7 +120,7 @@ def resolve_student(student: StudentSpec, cot_key: str, dataset: str, store: Art
         return {"tiny": size, "corpus": corpus_from}
 
     build_once(store, "models", key, build, attempt=True)
-    return str(store.fetch("models", key))
+    return str(store.fetch("models", key)), artifact_ref(key)
 
 
 def train_stage(
@@ -128,7 +136,7 @@ def train_stage(
 
     def build(work: Path, out: Path) -> dict | StageResult:
         pairs = read_training_pairs(store.fetch("cotsets", spec.cot.key))
-        model_id = resolve_student(spec.student, spec.cot.key, spec.cot.dataset.name, store)
+        model_id, base_ref = student_base(spec.student, spec.cot.key, spec.cot.dataset.name, store)
         summary = train_sft(
             model_id,
             pairs,
@@ -142,6 +150,7 @@ def train_stage(
             device_setting=device,
             stop_after=stop_after,
             on_step=check,
+            base_ref=base_ref,
         )
         if not summary.get("complete"):
             return StageResult(kind="checkpoints", key=spec.key, cached=False, manifest={}, stopped=summary)

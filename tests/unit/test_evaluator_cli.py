@@ -168,3 +168,33 @@ def test_score_predictions_with_named_fields(tmp_path: Path) -> None:
 def test_exactly_one_of_model_or_predictions(tmp_path: Path) -> None:
     res = CliRunner().invoke(cli, ["evaluate", "--dataset", "svamp", "--out", str(tmp_path)])
     assert res.exit_code == 2 and "exactly one of --model or --predictions" in res.output
+
+
+def test_evaluate_uses_the_template_the_checkpoint_records(tmp_path: Path) -> None:
+    import shutil
+
+    from services.trainer.models import CHECKPOINT_INFO, read_info
+    from services.trainer.templates import ALPACA_SYSTEM
+
+    ckpt = tmp_path / "ckpt"
+    shutil.copytree(tiny_student(), ckpt)
+    info = read_info(ckpt)
+    assert info is not None and info.template == "tokenizer"  # trained with auto: its Q:/A: chat template
+    data = _write(tmp_path / "svamp_test.json", SVAMP[:2])
+    base = ["evaluate", "--model", str(ckpt), "--dataset", "svamp", "--data-file", str(data)]
+    base += ["--max-new-tokens", "2", "--device", "cpu"]
+
+    def prompts(*extra: str) -> list[str]:
+        out = tmp_path / f"eval{len(list(tmp_path.iterdir()))}"
+        res = CliRunner().invoke(cli, [*base, "--out", str(out), *extra])
+        assert res.exit_code == 0, res.output
+        return [r["prompt"] for r in _rows(out / "predictions.jsonl")]
+
+    assert all(p.startswith("Q: ") for p in prompts())
+    (ckpt / CHECKPOINT_INFO).write_text(info.model_copy(update={"template": "alpaca"}).model_dump_json())
+    assert all(p.startswith(ALPACA_SYSTEM) for p in prompts())  # the recorded template, not auto
+    assert all(p.startswith(ALPACA_SYSTEM) for p in prompts("--template", "auto"))
+    assert all(p.startswith("Q: ") for p in prompts("--template", "tokenizer"))  # told otherwise
+    res = CliRunner().invoke(cli, [*base, "--out", str(tmp_path / "bad"), "--template", "chatml"])
+    assert res.exit_code == 1 and "template 'chatml' needs the token <|im_start|>" in res.output
+    assert res.output.strip().splitlines()[-1].startswith("Error: template 'chatml'")  # one line

@@ -14,7 +14,7 @@ from services.evaluator.generate import (
     generate_batched,
     left_pad,
 )
-from services.trainer.templates import end_token, render_prompt
+from services.trainer.templates import encode_prompt, end_token, render_prompt
 from tests.unit.evaluator_student import arith_questions, tiny_student
 
 torch.set_num_threads(1)
@@ -65,7 +65,7 @@ def _one_generate_call_per_prompt(model, tok, prompts: list[str], max_new: int, 
     """The plain way: `model.generate` for each prompt alone (greedy)."""
     gens = []
     for p in prompts:
-        ids = tok(p, add_special_tokens=False, return_tensors="pt")["input_ids"]
+        ids = torch.tensor([encode_prompt(tok, p)])  # as the trainer encodes it (BOS first)
         kw = {"stop_strings": stop, "tokenizer": tok} if stop else {}
         out = model.generate(
             input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=max_new, do_sample=False,
@@ -93,7 +93,7 @@ def test_on_batch_reports_each_batch_in_sorted_order(student) -> None:
     model, tok, prompts, end = student
     seen: list[list[int]] = []
     gens = generate_batched(model, tok, prompts, 5, 8, end, on_batch=lambda idx, g: seen.append(idx))
-    lengths = [len(tok(p, add_special_tokens=False)["input_ids"]) for p in prompts]
+    lengths = [len(encode_prompt(tok, p)) for p in prompts]
     assert seen == batch_order(lengths, 5)
     assert len(gens) == len(prompts)
     assert generate_batched(model, tok, [], 5, 8, end) == []

@@ -75,3 +75,57 @@ def test_long_response_is_truncated_and_prompt_stays_masked() -> None:
     assert ex.truncated and len(ex.input_ids) == n_prompt + 5
     assert ex.labels[:n_prompt] == [IGNORE] * n_prompt
     assert ex.labels[n_prompt:] == ex.input_ids[n_prompt:]
+
+
+CHAT_TEMPLATES = {
+    "<|im_end|>": (
+        ["<|im_start|>", "<|im_end|>"],
+        "{% for m in messages %}{{ '<|im_start|>' + m['role'] + '\n' + m['content'] + '<|im_end|>\n' }}"
+        "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}",
+    ),
+    "<end_of_turn>": (
+        ["<bos>", "<start_of_turn>", "<end_of_turn>"],
+        "{{ bos_token }}{% for m in messages %}{{ '<start_of_turn>' + ('model' if m['role'] == 'assistant' "
+        "else m['role']) + '\n' + m['content'] + '<end_of_turn>\n' }}{% endfor %}"
+        "{% if add_generation_prompt %}{{ '<start_of_turn>model\n' }}{% endif %}",
+    ),
+    "<|eot_id|>": (
+        ["<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"],
+        "{% for m in messages %}{{ '<|start_header_id|>' + m['role'] + '<|end_header_id|>\n\n' + m['content'] "
+        "+ '<|eot_id|>' }}{% endfor %}{% if add_generation_prompt %}"
+        "{{ '<|start_header_id|>assistant<|end_header_id|>\n\n' }}{% endif %}",
+    ),
+}
+
+
+@pytest.mark.parametrize("end", list(CHAT_TEMPLATES))
+def test_auto_ends_responses_with_the_chat_templates_end_of_turn(end: str) -> None:
+    tokens, chat = CHAT_TEMPLATES[end]
+    tok = tokenizer_for("alpaca")
+    tok.add_special_tokens({"additional_special_tokens": tokens})
+    tok.chat_template = chat
+    assert end_token("auto", tok) == end  # not EOS (<|eos|>)
+    ex = encode_pair(tok, "auto", QUESTION, RESPONSE, cutoff=4096)
+    assert ex.input_ids[-1] == tok.convert_tokens_to_ids(end)
+
+
+def test_bos_is_put_first_once_and_only_where_the_tokenizer_has_one() -> None:
+    from services.trainer.templates import encode_prompt
+
+    tok = tokenizer_for("alpaca")
+    text = render_prompt("alpaca", tok, QUESTION)
+    ids = encode_prompt(tok, text)
+    assert ids[0] == tok.bos_token_id and ids[1:] == tok(text, add_special_tokens=False)["input_ids"]
+    assert encode_prompt(tok, tok.bos_token + text) == ids  # a template that writes BOS gets no second
+    assert encode_pair(tok, "alpaca", QUESTION, RESPONSE, 4096).input_ids[: len(ids)] == ids
+    tok.bos_token = None
+    assert encode_prompt(tok, text) == tok(text, add_special_tokens=False)["input_ids"]
+
+
+def test_template_tokens_missing_from_the_vocabulary_are_refused() -> None:
+    from services.trainer.templates import TemplateError
+
+    tok = tokenizer_for("alpaca")
+    for name in ("llama3", "gemma", "chatml"):
+        with pytest.raises(TemplateError, match=f"template '{name}' needs the token"):
+            encode_pair(tok, name, QUESTION, RESPONSE, 4096)

@@ -62,9 +62,8 @@ def test_adapter_saved_reloaded_and_merged_gives_same_logits(base: Path, tmp_pat
         and (out / "adapter_model.safetensors").exists()
         and not (out / "model.safetensors").exists()
     )
-    assert json.loads((out / "adapter_config.json").read_text())["base_model_name_or_path"] == str(
-        base.resolve()
-    )
+    # the base as the user gave it (here a path), not a path the trainer made up
+    assert json.loads((out / "adapter_config.json").read_text())["base_model_name_or_path"] == str(base)
     tok = AutoTokenizer.from_pretrained(out)
     peft_model = AutoPeftModelForCausalLM.from_pretrained(out).eval()
     adapted = logits(peft_model, tok)
@@ -120,3 +119,83 @@ def test_bad_target_modules_are_a_clear_error(base: Path, tmp_path: Path) -> Non
             cfg(lora_target_modules=["nope_proj"]),
             seed=1,
         )
+
+
+def test_adapter_names_a_store_base_by_its_key_and_loads_on_another_host(
+    base: Path, tmp_path: Path, monkeypatch
+) -> None:
+    """An adapter of a tiny or converted student names `models/<key>`, never the trainer's cache path;
+    another host (the trainer's copy gone) loads the base from its own artifact store."""
+    import shutil
+
+    from services.evaluator.evaluate import load_for_inference
+    from services.trainer.models import read_info
+    from shared.artifacts import LocalStore
+    from shared.settings import get_settings
+
+    key = "0123456789abcdef01234567"
+    cache_copy = tmp_path / "cache-trainer" / "cotd" / "models" / key
+    shutil.copytree(base, cache_copy)
+    out = tmp_path / "out"
+    s = train_sft(
+        str(cache_copy), PAIRS, out, tmp_path / "work", cfg(max_steps=1), seed=1, base_ref=f"models/{key}"
+    )
+    assert s["complete"]
+    conf = json.loads((out / "adapter_config.json").read_text())
+    assert conf["base_model_name_or_path"] == f"models/{key}"
+    info = read_info(out)
+    assert (
+        info is not None
+        and info.base_model == f"models/{key}"
+        and info.base_path == str(cache_copy.resolve())
+    )
+    same_host, _ = load_for_inference(out, torch.device("cpu"))  # the trainer's copy, here
+
+    shutil.rmtree(cache_copy)  # another host: no trainer cache, but the shared store
+    LocalStore(tmp_path / "store").publish("models", key, base, {"tiny": "xs"})
+    monkeypatch.setenv("COTD_STORE_DIR", str(tmp_path / "store"))
+    get_settings.cache_clear()
+    try:
+        other_host, tok = load_for_inference(out, torch.device("cpu"))
+    finally:
+        get_settings.cache_clear()
+    torch.testing.assert_close(logits(other_host, tok), logits(same_host, tok))
+
+
+def test_saved_tokenizer_chat_template_is_the_trained_template(base: Path, tmp_path: Path) -> None:
+    """`--template alpaca` saves an alpaca chat template (not the tiny Q:/A: one): pipelines prompt alike."""
+    from transformers import AutoTokenizer, pipeline
+
+    from services.trainer.templates import encode_prompt, render_prompt
+
+    out = tmp_path / "out"
+    train_sft(
+        str(base), PAIRS, out, tmp_path / "work", cfg(max_steps=1, method="full"), seed=1, template="alpaca"
+    )
+    tok = AutoTokenizer.from_pretrained(out)
+    q = "What is 3 * 4?"
+    chat = tok.apply_chat_template(
+        [{"role": "user", "content": q}], add_generation_prompt=True, tokenize=False
+    )
+    assert "### Instruction:" in chat and "Q: " not in chat
+    assert encode_prompt(tok, chat) == encode_prompt(tok, render_prompt("alpaca", tok, q))
+    assert tok(chat, add_special_tokens=False)["input_ids"] == encode_prompt(tok, chat)  # BOS written by it
+    gen = pipeline("text-generation", model=str(out), device="cpu")
+    reply = gen([{"role": "user", "content": q}], max_new_tokens=3, do_sample=False)
+    assert reply[0]["generated_text"][-1]["role"] == "assistant"
+
+
+def test_stage_names_a_tiny_student_by_its_store_key(tmp_path: Path) -> None:
+    """The train stage hands the trainer the store's path but the checkpoint the `models/<key>`."""
+    from services.trainer.models import ARTIFACT_REF
+    from shared.artifacts import LocalStore
+    from shared.specs import StudentSpec
+    from shared.orchestration.stages import resolve_student, student_base
+
+    store = LocalStore(tmp_path / "store")
+    spec = StudentSpec(name="tiny", model="tiny:xs")
+    path, ref = student_base(spec, "unused", "arith", store)
+    assert ARTIFACT_REF.match(ref) and Path(path) == store.fetch("models", ref.split("/", 1)[1])
+    assert resolve_student(spec, "unused", "arith", store) == path
+    hub = StudentSpec(name="hub", model="HuggingFaceTB/SmolLM2-135M-Instruct")
+    assert student_base(hub, "unused", "arith", store) == (hub.model, hub.model)

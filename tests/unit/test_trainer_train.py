@@ -173,3 +173,34 @@ def test_cli_trains_from_a_store_key(base: Path, tmp_path: Path, monkeypatch) ->
     assert json.loads(res.output[res.output.index('{"steps"') :].splitlines()[0])["complete"]
     bad = CliRunner().invoke(train, ["--student", str(base), "--cot", "nope", "--out", str(tmp_path / "x")])
     assert bad.exit_code != 0 and "neither a file nor a CoT set key" in bad.output
+
+
+def test_fp16_scales_the_loss_and_resumes_with_the_scale(base: Path, tmp_path: Path) -> None:
+    """precision fp16 runs under a GradScaler (its scale is logged and saved with the resume state)."""
+    from services.trainer.checkpoint import OPTIM, STATE_DIR
+
+    s = train_sft(
+        str(base), PAIRS, tmp_path / "out", tmp_path / "w", cfg(precision="fp16", max_steps=4), seed=1,
+        device_setting="cpu", stop_after=2,
+    )  # fmt: skip
+    assert not s["complete"]
+    state = torch.load(tmp_path / "w" / STATE_DIR / OPTIM, weights_only=True)
+    assert state["scaler"]["scale"] > 0
+    s = train_sft(
+        str(base), PAIRS, tmp_path / "out", tmp_path / "w", cfg(precision="fp16", max_steps=4), seed=1,
+        device_setting="cpu",
+    )  # fmt: skip
+    assert s["complete"] and s["resumed_from"] == 2 and all(x == x for x in s["losses"])
+    log = [json.loads(line) for line in (tmp_path / "out" / "train_log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in log] == [1, 2, 3, 4] and all(r["loss_scale"] > 0 for r in log)
+    assert all(r["parameters_trainable"] == r["parameters_total"] > 0 for r in log)
+    summary = json.loads((tmp_path / "out" / "train_summary.json").read_text())
+    assert summary["parameters_total"] == log[0]["parameters_total"]
+
+
+def test_fp16_with_fsdp_is_refused_in_one_line() -> None:
+    from services.trainer.loop import grad_scaler
+
+    with pytest.raises(TrainingError, match="fp16 is not supported with parallel fsdp"):
+        grad_scaler(cfg(precision="fp16"), torch.device("cpu"), "fsdp")
+    assert not grad_scaler(cfg(), torch.device("cpu")).is_enabled()
