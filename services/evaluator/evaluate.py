@@ -36,10 +36,11 @@ PARTIAL = "predictions.partial.jsonl"
 BACKENDS = ("transformers", "vllm", "auto")
 
 
-def load_for_inference(model_dir: str | Path, device, trust_remote_code: bool = False):
+def load_for_inference(model_dir: str | Path, device, trust_remote_code: bool = False, base_path: str | None = None):
     """A saved checkpoint (full weights, or a LoRA adapter over its base) and its tokenizer.
 
-    An adapter's base is found by `models.resolve_base`: a folder, a store key, or a hub id.
+    An adapter's base is found by `models.resolve_base`: a folder, a store key, or a hub id;
+    `base_path` is a folder holding it on this host, when the caller has one.
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -48,7 +49,7 @@ def load_for_inference(model_dir: str | Path, device, trust_remote_code: bool = 
     if (path / "adapter_config.json").exists():
         from services.trainer.models import load_adapter
 
-        model = load_adapter(path, trust_remote_code=trust_remote_code)
+        model = load_adapter(path, trust_remote_code=trust_remote_code, base_path=base_path)
     else:
         model = AutoModelForCausalLM.from_pretrained(path, trust_remote_code=trust_remote_code)
     if tok.pad_token is None:
@@ -219,6 +220,7 @@ def evaluate_model(
     trust_remote_code: bool = False,
     backend: str | None = None,
     check: Callable[[], None] | None = None,
+    base_path: str | None = None,
 ) -> dict:
     """Generate, extract and grade; write predictions.jsonl and metrics.json into `out_dir`.
 
@@ -253,7 +255,7 @@ def evaluate_model(
             tok = load_tokenizer(model_dir, trust_remote_code)
             model = None
         else:
-            model, tok = load_for_inference(model_dir, device, trust_remote_code)
+            model, tok = load_for_inference(model_dir, device, trust_remote_code, base_path)
         prompts = [render_prompt(template, tok, q.text) for q in todo]
         end_ids = sorted({tok.convert_tokens_to_ids(end_token(template, tok)), tok.eos_token_id} - {None})
         if not partial.exists():

@@ -40,14 +40,13 @@ def _engine(model_dir: Path, trust_remote_code: bool, seed: int = 0):
         return LLM(model=str(model_dir), trust_remote_code=trust_remote_code, seed=seed), None
     from vllm.lora.request import LoRARequest
 
-    from services.trainer.models import read_info, resolve_base
+    from services.trainer.models import resolve_base
 
     conf = json.loads(adapter.read_text())
     base = conf.get("base_model_name_or_path")
     if not base:
         raise EvaluationError(f"{adapter}: no base_model_name_or_path; merge the adapter or use transformers")
-    info = read_info(model_dir)
-    base = resolve_base(base, info.base_path if info else None)
+    base = resolve_base(base)
     llm = LLM(
         model=base,
         tokenizer=str(model_dir),

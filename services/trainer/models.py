@@ -58,7 +58,9 @@ class CheckpointInfo(BaseModel):
         description="The base as the user gave it: hub id, path, or models/<artifact key>."
     )
     base_path: str | None = Field(
-        None, description="Where the trainer loaded the base from (a same-host fallback)."
+        None,
+        exclude=True,
+        description="Where the trainer loaded the base from, for merging; never saved (a host path).",
     )
     method: str = Field(description="full, lora or qlora.")
     merged: bool = Field(False, description="A LoRA adapter merged into full weights.")
@@ -111,15 +113,15 @@ def base_reference(model_id: str, given: str | None = None) -> str:
 def resolve_base(ref: str, fallback: str | None = None) -> str:
     """A loadable path or hub id for a recorded base: a folder, `models/<key>` from the store, or a hub id.
 
-    `fallback` (the trainer's own path, from `cotd_checkpoint.json`) is used when it exists here and
-    the reference does not resolve locally.
+    `fallback` (a folder the caller already holds the base in, e.g. a stage's own store copy) is
+    used when it exists here and the reference does not resolve locally.
     """
     if Path(ref).expanduser().is_dir():
         return str(Path(ref).expanduser())
     here = fallback if fallback and Path(fallback).is_dir() else None
     if ARTIFACT_REF.match(ref):
         try:
-            from shared.artifacts import open_store
+            from shared.s3_store import open_store
 
             store = open_store()
             key = ref.split("/", 1)[1]
@@ -334,7 +336,7 @@ def load_adapter(
 ):
     """A LoRA adapter over its base, the base found by `resolve_base` (store key, path or hub id).
 
-    `base_path` overrides the same-host fallback recorded in `cotd_checkpoint.json`.
+    `base_path` is a folder holding the base on this host (the caller's store copy), if known.
     """
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
@@ -346,7 +348,7 @@ def load_adapter(
     if not ref:
         raise CotdError(f"{adapter_dir / 'adapter_config.json'}: names no base model")
     base = AutoModelForCausalLM.from_pretrained(
-        resolve_base(ref, base_path or (info.base_path if info else None)),
+        resolve_base(ref, base_path),
         dtype=dtype or torch.float32,
         revision=conf.get("revision"),
         trust_remote_code=trust_remote_code,

@@ -123,6 +123,16 @@ def student_base(student: StudentSpec, cot_key: str, dataset: str, store: Artifa
     return str(store.fetch("models", key)), artifact_ref(key)
 
 
+def base_in_store(store: ArtifactStore, checkpoint: Path) -> str | None:
+    """This store's copy of a LoRA checkpoint's base, when the base is a store student (`models/<key>`)."""
+    from services.trainer.models import ARTIFACT_REF, read_info
+
+    info = read_info(checkpoint)
+    if info is None or not ARTIFACT_REF.match(info.base_model):
+        return None
+    return str(store.fetch("models", info.base_model.split("/", 1)[1]))
+
+
 def train_stage(
     spec: CheckpointSpec,
     store: ArtifactStore,
@@ -173,8 +183,9 @@ def evaluate_stage(spec: EvalSpec, store: ArtifactStore, device: str = "auto", c
         questions = load_split(spec.dataset, "test")
         if spec.evaluation.test_size:
             questions = questions[: spec.evaluation.test_size]
+        ckpt = store.fetch("checkpoints", spec.checkpoint.key)
         metrics = evaluate_model(
-            store.fetch("checkpoints", spec.checkpoint.key),
+            ckpt,
             questions,
             out,
             spec.evaluation,
@@ -182,6 +193,7 @@ def evaluate_stage(spec: EvalSpec, store: ArtifactStore, device: str = "auto", c
             device_setting=device,
             trust_remote_code=spec.checkpoint.student.trust_remote_code,
             check=check,
+            base_path=base_in_store(store, ckpt),
         )
         return {"checkpoint_key": spec.checkpoint.key, "dataset": spec.dataset.name, "metrics": metrics}
 

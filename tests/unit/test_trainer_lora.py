@@ -144,12 +144,9 @@ def test_adapter_names_a_store_base_by_its_key_and_loads_on_another_host(
     conf = json.loads((out / "adapter_config.json").read_text())
     assert conf["base_model_name_or_path"] == f"models/{key}"
     info = read_info(out)
-    assert (
-        info is not None
-        and info.base_model == f"models/{key}"
-        and info.base_path == str(cache_copy.resolve())
-    )
-    same_host, _ = load_for_inference(out, torch.device("cpu"))  # the trainer's copy, here
+    assert info is not None and info.base_model == f"models/{key}" and info.base_path is None  # no host path
+    assert str(tmp_path) not in (out / "cotd_checkpoint.json").read_text()
+    same_host, _ = load_for_inference(out, torch.device("cpu"), base_path=str(cache_copy))  # the trainer's copy
 
     shutil.rmtree(cache_copy)  # another host: no trainer cache, but the shared store
     LocalStore(tmp_path / "store").publish("models", key, base, {"tiny": "xs"})
@@ -189,8 +186,8 @@ def test_stage_names_a_tiny_student_by_its_store_key(tmp_path: Path) -> None:
     """The train stage hands the trainer the store's path but the checkpoint the `models/<key>`."""
     from services.trainer.models import ARTIFACT_REF
     from shared.artifacts import LocalStore
-    from shared.specs import StudentSpec
     from shared.orchestration.stages import resolve_student, student_base
+    from shared.specs import StudentSpec
 
     store = LocalStore(tmp_path / "store")
     spec = StudentSpec(name="tiny", model="tiny:xs")
