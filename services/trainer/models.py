@@ -28,6 +28,7 @@ import torch
 from pydantic import BaseModel, Field
 
 from services.trainer.loop import TrainingError, use_bf16
+from services.trainer.lora_dropout import fuse_lora_dropout
 from services.trainer.templates import (
     chat_template_for,
     end_token,
@@ -249,7 +250,11 @@ def load_student(
 
 
 def add_lora(model, cfg: TrainingConfig, base_ref: str, revision: str | None):
-    """Wrap the model with peft LoRA adapters as configured (rank, alpha, dropout, targets)."""
+    """Wrap the model with peft LoRA adapters as configured (rank, alpha, dropout, targets).
+
+    The dropout of plain LoRA Linears moves into lora_A (`fuse_lora_dropout`): same result, a bool
+    mask kept for backward instead of two fp32 copies of every adapted input.
+    """
     from peft import LoraConfig, get_peft_model
 
     lora = LoraConfig(
@@ -268,6 +273,7 @@ def add_lora(model, cfg: TrainingConfig, base_ref: str, revision: str | None):
             f"LoRA target modules {cfg.lora_target_modules!r} do not fit this model: {e}"
         ) from None
     peft_model.peft_config["default"].base_model_name_or_path = base_ref
+    fuse_lora_dropout(peft_model)
     return peft_model
 
 

@@ -17,6 +17,7 @@ import torch
 from services.trainer.data import encode_pair
 from services.trainer.loop import TrainingError, grad_scaler, run_loop, use_bf16
 from services.trainer.loss import ResponseLoss
+from services.trainer.memory import fix_mmap_threshold
 from services.trainer.models import (
     CheckpointInfo,
     base_reference,
@@ -89,6 +90,8 @@ def train_sft(
         }
         return spawn(spec, workdir, torch.cuda.device_count())
     init_process_group(info, device)
+    if device.type == "cpu":
+        fix_mmap_threshold()  # activations in their own mappings: peak RSS follows live tensors
     grad_scaler(cfg, device, mode)  # refuses fp16 where it cannot scale, before loading anything
     model, tok = load_student(model_id, revision, trust_remote_code, cfg, seed, device, base_ref)
     try:

@@ -196,3 +196,43 @@ def test_stage_names_a_tiny_student_by_its_store_key(tmp_path: Path) -> None:
     assert resolve_student(spec, "unused", "arith", store) == path
     hub = StudentSpec(name="hub", model="HuggingFaceTB/SmolLM2-135M-Instruct")
     assert student_base(hub, "unused", "arith", store) == (hub.model, hub.model)
+
+
+def test_fused_lora_dropout_matches_peft_dropout(base: Path) -> None:
+    """lora_A with the dropout inside draws the same mask as nn.Dropout (CPU) and gives the same
+    loss and adapter gradients, keeping a bool mask instead of two fp32 copies of the input."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from services.trainer.lora_dropout import DropoutLinear, fuse_lora_dropout
+
+    def adapted() -> torch.nn.Module:
+        torch.manual_seed(0)
+        model = AutoModelForCausalLM.from_pretrained(base)
+        lora = LoraConfig(r=4, lora_alpha=8, lora_dropout=0.3, target_modules="all-linear")
+        model = get_peft_model(model, lora)
+        for n, p in model.named_parameters():
+            if "lora_B" in n:
+                torch.nn.init.normal_(p, std=0.02)  # B = 0 would give lora_A no gradient
+        return model.train()
+
+    ids = torch.randint(3, 50, (2, 12))
+    grads, losses = [], []
+    for fused in (False, True):
+        model = adapted()
+        if fused:
+            assert fuse_lora_dropout(model) > 0
+            assert any(isinstance(m, DropoutLinear) for m in model.modules())
+        torch.manual_seed(7)
+        loss = model(input_ids=ids, labels=ids).loss
+        loss.backward()
+        losses.append(loss.detach())
+        grads.append({n: p.grad for n, p in model.named_parameters() if p.requires_grad})
+    torch.testing.assert_close(losses[1], losses[0], rtol=0, atol=0)
+    assert grads[0].keys() == grads[1].keys()
+    for n in grads[0]:
+        torch.testing.assert_close(grads[1][n], grads[0][n], rtol=1e-5, atol=1e-7)
+    model.eval()  # eval: no dropout, the plain projection
+    with torch.no_grad():
+        a, b = model(input_ids=ids).logits, model(input_ids=ids).logits
+    torch.testing.assert_close(a, b, rtol=0, atol=0)
