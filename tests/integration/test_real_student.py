@@ -39,7 +39,7 @@ def test_smollm2_trains_evaluates_and_loads_elsewhere(method: str, smollm2: Path
           "--max-steps", "3", "--global-batch-size", "4", "--micro-batch-size", "2", "--cutoff", "256",
           "--lr", "1e-4", "--device", "cpu", cwd=tmp_path)  # fmt: skip
     summary = json.loads((ck / "train_summary.json").read_text())
-    assert summary["complete"] and summary["steps"] == 3
+    assert summary["steps"] == summary["total_steps"] == 3  # written only for a finished run
     info = json.loads((ck / "cotd_checkpoint.json").read_text())
     assert info["template"] in ("tokenizer", "auto", "chatml") and info["end_token"] == "<|im_end|>"
 
