@@ -361,7 +361,7 @@ def check_grid(teacher_ip: str) -> str:
         diff = {f: (row[f], b[key][f]) for f in SAME if row[f] != b[key][f]}
         assert not diff, f"cell {key}: distributed != embedded: {diff}"
     served = [r for r in a.values() if r["teacher"] == "served"]
-    assert served and all(r["cot_stats"]["n"] > 0 for r in served), served
+    assert served and all(r["cot_stats"]["kept"] > 0 for r in served), served
     print("   " + "; ".join(f"{r['teacher']}/{r['student']}: acc {r['accuracy']:.3f}" for r in a.values()))
     return grid_id
 
