@@ -42,7 +42,7 @@ PAPER_FORMAT_FILES = {
     "symbolic": "0_SVAMP_chatgpt_level{level}SYM.json",
 }
 STAT_FIELDS = ("items", "failed", "answer_parsed_rate", "teacher_accuracy", "teacher_accuracy_strict",
-               "mean_words", "mean_tokens")  # fmt: skip
+               "mean_words", "mean_words_parsed", "mean_tokens")  # fmt: skip
 
 
 def measure(url: str, model: Path, dataset: str, train_file: Path, n: int, max_new_tokens: int,
@@ -81,6 +81,8 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--formats-level", type=int, default=3, help="Level of the format comparison (3 or 5).")
     ap.add_argument("--no-formats", action="store_true", help="Levels only.")
+    ap.add_argument("--sets", default=",".join(SETS), help="Comma-separated level sets to measure.")
+    ap.add_argument("--keep", type=Path, help="Keep the CoT sets written in this folder (default: discard).")
     args = ap.parse_args()
     _, model = converted()
     results: dict = {"model": "SmolLM2-135M-Instruct (Q4_1 GGUF, converted)", "prompt_version": PROMPT_VERSION,
@@ -90,10 +92,14 @@ def main() -> None:
         tempfile.TemporaryDirectory() as tmp,
         teacher_server(model, Path(tmp), threads=args.threads, timeout=1200) as url,
     ):
-        run = lambda ds, tf, lv, f: measure(url, model, ds, tf, args.n, args.max_new_tokens, Path(tmp), lv, f)  # noqa: E731
-        for name, (dataset, train_file) in SETS.items():
+        work = args.keep or Path(tmp)
+        run = lambda ds, tf, lv, f: measure(url, model, ds, tf, args.n, args.max_new_tokens, work, lv, f)  # noqa: E731
+        for name in args.sets.split(","):
+            dataset, train_file = SETS[name]
             per_level = {lv: run(dataset, train_file, lv, "cot") for lv in LEVELS}
-            rep = length_report({lv: s["mean_words"] for lv, s in per_level.items()}, PAPER_MEAN_WORDS[name])
+            rep = length_report(
+                {lv: s["mean_words_parsed"] or 0.0 for lv, s in per_level.items()}, PAPER_MEAN_WORDS[name]
+            )
             results["levels"][name] = rep | {"sets": per_level}
             print(name, json.dumps(rep), flush=True)
         if not args.no_formats:

@@ -49,12 +49,15 @@ def cot_stats(records: list[CotRecord], count_tokens: Callable[[str], int] | Non
     """Statistics of a CoT set; teacher_accuracy is None when no record has gold.
 
     `teacher_accuracy` is our flexible scoring, `teacher_accuracy_strict` the paper's (None when the
-    dataset has no strict rule); an unparsed answer is wrong in both.
+    dataset has no strict rule); an unparsed answer is wrong in both. `mean_words_parsed` leaves out
+    replies without "The answer is X" (a small teacher's loops until its token budget), so it
+    measures the length of the rationales a keep-correct set can train on.
     """
     ok = [r for r in records if r.error is None and r.rationale]
     texts = [r.rationale or "" for r in ok]
     words = [len(t.split()) for t in texts]
     graded = [r for r in ok if r.gold is not None]
+    parsed = [w for w, r in zip(words, ok, strict=True) if r.parsed]
     stats = {
         "items": len(records),
         "failed": sum(r.error is not None for r in records),
@@ -67,6 +70,7 @@ def cot_stats(records: list[CotRecord], count_tokens: Callable[[str], int] | Non
             else None
         ),
         "mean_words": sum(words) / len(words) if words else 0.0,
+        "mean_words_parsed": sum(parsed) / len(parsed) if parsed else None,
         "p90_words": _p90(words),
         "mean_steps": sum(count_steps(t) for t in texts) / len(texts) if texts else 0.0,
         "distinct_2": distinct_n(texts, 2),

@@ -79,6 +79,7 @@ def test_data_stats_without_gold_and_with_tokenizer(tmp_path: Path) -> None:
     assert code == 0, out
     s = json.loads(out)
     assert s["teacher_accuracy"] is None and s["answer_parsed_rate"] == 0.5 and s["mean_words"] == 5.5
+    assert s["mean_words_parsed"] == 7.0  # the unparsed "I do not know" is left out
     assert s["mean_tokens"] > 0 and s["tokenizer"] == str(tmp_path / "tok")
 
 
