@@ -37,8 +37,9 @@ def _free_port() -> int:
 class FaultServer:
     """TGI/OpenAI-shaped answers; a share of requests get 429, 503 or a stall past the client timeout."""
 
-    def __init__(self, fault_rate: float = 0.0, stall_s: float = 1.0, delay_s: float = 0.0, seed: int = 0,
-                 reply=None) -> None:
+    def __init__(
+        self, fault_rate: float = 0.0, stall_s: float = 1.0, delay_s: float = 0.0, seed: int = 0, reply=None
+    ) -> None:
         self.fault_rate, self.stall_s, self.delay_s = fault_rate, stall_s, delay_s
         self.rng = random.Random(seed)
         self.requests: Counter[str] = Counter()  # question text -> requests seen
@@ -72,17 +73,32 @@ class FaultServer:
         await asyncio.sleep(self.delay_s)
         self.answered[q] += 1
         text = self.reply(q)
-        return web.json_response({
-            "id": "chatcmpl-1", "object": "chat.completion", "created": 0, "model": body.get("model", "m"),
-            "system_fingerprint": "3.0.0-native",
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "logprobs": None,
-                         "finish_reason": "stop"}],
-            "usage": {"prompt_tokens": 10, "completion_tokens": 7, "total_tokens": 17},
-        })
+        return web.json_response(
+            {
+                "id": "chatcmpl-1",
+                "object": "chat.completion",
+                "created": 0,
+                "model": body.get("model", "m"),
+                "system_fingerprint": "3.0.0-native",
+                "choices": [
+                    {
+                        "index": 0,
+                        "message": {"role": "assistant", "content": text},
+                        "logprobs": None,
+                        "finish_reason": "stop",
+                    }
+                ],
+                "usage": {"prompt_tokens": 10, "completion_tokens": 7, "total_tokens": 17},
+            }
+        )
 
     async def generate(self, request: web.Request) -> web.Response:
         body = await request.json()
-        q = body["inputs"].split("<|user|>")[-1].split("<|")[0].strip() if "<|user|>" in body["inputs"] else body["inputs"]
+        q = (
+            body["inputs"].split("<|user|>")[-1].split("<|")[0].strip()
+            if "<|user|>" in body["inputs"]
+            else body["inputs"]
+        )
         self.requests[q] += 1
         if (f := await self._fault()) is not None:
             return f
@@ -90,9 +106,15 @@ class FaultServer:
         text = self.reply(q)
         out = {"generated_text": text}
         if body.get("parameters", {}).get("details"):
-            out["details"] = {"finish_reason": "eos_token", "generated_tokens": 7, "seed": None, "prefill": [],
-                              "tokens": [{"id": 1, "text": text, "logprob": -0.1, "special": False}],
-                              "top_tokens": None, "best_of_sequences": None}
+            out["details"] = {
+                "finish_reason": "eos_token",
+                "generated_tokens": 7,
+                "seed": None,
+                "prefill": [],
+                "tokens": [{"id": 1, "text": text, "logprob": -0.1, "special": False}],
+                "top_tokens": None,
+                "best_of_sequences": None,
+            }
         return web.json_response(out)
 
     def _run(self) -> None:
@@ -121,7 +143,10 @@ class FaultServer:
 
 
 def _questions(n: int) -> list:
-    return [make_question("svamp", f"Question {i}: how many? # {i + 1}", str(i + 1), TaskType.NUMBER) for i in range(n)]
+    return [
+        make_question("svamp", f"Question {i}: how many? # {i + 1}", str(i + 1), TaskType.NUMBER)
+        for i in range(n)
+    ]
 
 
 def _spec(url: str, **kw) -> CotSetSpec:
@@ -134,7 +159,9 @@ def chat_tokenizer(tmp_path_factory) -> Path:
     """A small tokenizer with a chat template (the tgi /generate route applies it client-side)."""
     from services.trainer.tiny import train_tokenizer
 
-    tok = train_tokenizer(["Question 1: how many? # 2", "We add the numbers. The answer is 3"], vocab_size=300)
+    tok = train_tokenizer(
+        ["Question 1: how many? # 2", "We add the numbers. The answer is 3"], vocab_size=300
+    )
     tok.chat_template = (
         "{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}\n{% endfor %}<|assistant|>"
     )
@@ -150,9 +177,19 @@ def test_faults_every_item_generated_or_failed_no_duplicates(tmp_path: Path, kin
         if kind == "openai":
             spec = _spec(srv.url, concurrency=16, max_retries=8, timeout_s=0.3)
         else:
-            t = TeacherSpec(name="fault-tgi", kind="tgi", route="generate", model=str(request.getfixturevalue("chat_tokenizer")),
-                            base_url=srv.url.removesuffix("/v1"), concurrency=16, max_retries=8, timeout_s=0.3)
-            spec = CotSetSpec(dataset=DatasetRef(name="svamp"), teacher=t, level=3, format="cot", prompt_version="p1")
+            t = TeacherSpec(
+                name="fault-tgi",
+                kind="tgi",
+                route="generate",
+                model=str(request.getfixturevalue("chat_tokenizer")),
+                base_url=srv.url.removesuffix("/v1"),
+                concurrency=16,
+                max_retries=8,
+                timeout_s=0.3,
+            )
+            spec = CotSetSpec(
+                dataset=DatasetRef(name="svamp"), teacher=t, level=3, format="cot", prompt_version="p1"
+            )
         stats = RunStats()
         recs = asyncio.run(generate_remote(spec, qs, tmp_path, FAST, stats=stats))
     assert [r.id for r in recs] == [q.id for q in qs]  # every item, in order, once
@@ -163,7 +200,7 @@ def test_faults_every_item_generated_or_failed_no_duplicates(tmp_path: Path, kin
     assert all("The answer is" in r.rationale for r in ok)
     assert all(srv.answered[q.text] <= 1 for q in qs)  # never re-asked once answered
     assert set(srv.faults) == {"429", "503", "timeout"}
-    assert stats.min_limit < 16  # overloads halved the adaptive limit
+    assert stats.min_limit < 16  # overloads cut the adaptive limit
     lines = [CotRecord.model_validate_json(x) for x in journal_path(spec, tmp_path).read_text().splitlines()]
     assert len(lines) == len(qs) and len({r.id for r in lines}) == len(qs)
 
@@ -183,12 +220,21 @@ def test_unparsed_reply_kept_raw(tmp_path: Path) -> None:
     train.write_text(json.dumps(rows))
 
     def reply(q: str) -> str:
-        return "I think it is about seven, more or less." if q.startswith("Question 0") else f"So. The answer is {q.split('#')[-1].strip()}"
+        return (
+            "I think it is about seven, more or less."
+            if q.startswith("Question 0")
+            else f"So. The answer is {q.split('#')[-1].strip()}"
+        )
 
     with FaultServer(reply=reply) as srv:
         t = TeacherSpec(name="t", kind="openai", model="m", base_url=srv.url, concurrency=2)
-        spec = CotSetSpec(dataset=DatasetRef(name="svamp", train_file=str(train)), teacher=t, level=1, format="cot",
-                          prompt_version="p1")
+        spec = CotSetSpec(
+            dataset=DatasetRef(name="svamp", train_file=str(train)),
+            teacher=t,
+            level=1,
+            format="cot",
+            prompt_version="p1",
+        )
         manifest = build_cotset(spec, tmp_path / "work", tmp_path / "out")
     recs = [json.loads(x) for x in (tmp_path / "out" / "cot.jsonl").read_text().splitlines()]
     bad = next(r for r in recs if r["question"].startswith("Question 0"))
@@ -203,14 +249,39 @@ def test_unparsed_reply_kept_raw(tmp_path: Path) -> None:
 def test_killed_generation_resumes_without_rerequesting(tmp_path: Path) -> None:
     n = 60
     train = tmp_path / "train.json"
-    train.write_text(json.dumps([{"instruction": f"Question {i}: how many? # {i + 1}", "output": str(i + 1)} for i in range(n)]))
+    train.write_text(
+        json.dumps(
+            [{"instruction": f"Question {i}: how many? # {i + 1}", "output": str(i + 1)} for i in range(n)]
+        )
+    )
     out = tmp_path / "set"
     with FaultServer(delay_s=0.15) as srv:
-        cmd = [sys.executable, "-c", "from shared.cli import main; main()", "generate", "--teacher", "openai", "--model", "m",
-               "--base-url", srv.url, "--dataset", "svamp", "--train-file", str(train), "--level", "2",
-               "--concurrency", "4", "--out", str(out)]
+        cmd = [
+            sys.executable,
+            "-c",
+            "from shared.cli import main; main()",
+            "generate",
+            "--teacher",
+            "openai",
+            "--model",
+            "m",
+            "--base-url",
+            srv.url,
+            "--dataset",
+            "svamp",
+            "--train-file",
+            str(train),
+            "--level",
+            "2",
+            "--concurrency",
+            "4",
+            "--out",
+            str(out),
+        ]
         env = os.environ | {"PYTHONUNBUFFERED": "1"}
-        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+        proc = subprocess.Popen(
+            cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True
+        )
         deadline = time.time() + 60
         while sum(srv.answered.values()) < n // 3 and time.time() < deadline and proc.poll() is None:
             time.sleep(0.05)

@@ -146,7 +146,10 @@ def apply_chat_template(tokenizer: Any, messages: list[dict[str, str]]) -> str:
     except Exception:
         system = "\n\n".join(m["content"] for m in messages if m["role"] == "system")
         merged = [
-            {"role": m["role"], "content": f"{system}\n\n{m['content']}" if m["role"] == "user" and system else m["content"]}
+            {
+                "role": m["role"],
+                "content": f"{system}\n\n{m['content']}" if m["role"] == "user" and system else m["content"],
+            }
             for m in messages
             if m["role"] != "system"
         ]
@@ -315,7 +318,9 @@ async def _one(
                 )
                 limiter.succeeded()
                 if not reply.text.strip():
-                    return CotRecord(id=q.id, question=q.text, rationale=reply.text, error="empty reply from the teacher")
+                    return CotRecord(
+                        id=q.id, question=q.text, rationale=reply.text, error="empty reply from the teacher"
+                    )
                 return CotRecord(id=q.id, question=q.text, rationale=reply.text.strip())
         if not retry:
             break
@@ -332,11 +337,13 @@ async def generate_remote(
     client: TeacherClient | None = None,
     stats: RunStats | None = None,
     check: Callable[[], None] | None = None,
+    limiter: AdaptiveLimiter | None = None,
 ) -> list[CotRecord]:
     """Ask the teacher for every question not yet in the journal; records in question order.
 
     `check()` is called after each item is journaled; an exception it raises stops the run (a
-    cancelled grid), and the journaled replies are kept.
+    cancelled grid), and the journaled replies are kept. `limiter` replaces the default one
+    (`AdaptiveLimiter(teacher.concurrency)`), so a caller can read its limit as it adapts.
     """
     policy = policy or RetryPolicy()
     stats = stats if stats is not None else RunStats()
@@ -348,8 +355,11 @@ async def generate_remote(
     todo = [q for i, q in unique.items() if i not in done]
     stats.resumed, stats.requested = len(done), len(todo)
     if done:
-        log.info("teacher %s: resuming, %d of %d items already done", spec.teacher.name, len(done), len(unique))
-    limiter = AdaptiveLimiter(spec.teacher.concurrency, spec.teacher.name)
+        log.info(
+            "teacher %s: resuming, %d of %d items already done", spec.teacher.name, len(done), len(unique)
+        )
+    if limiter is None:
+        limiter = AdaptiveLimiter(spec.teacher.concurrency, spec.teacher.name)
     stats.min_limit = limiter.limit
     own = client is None
     client = client or make_client(spec.teacher)
@@ -402,4 +412,3 @@ def remote_records(
 ) -> list[CotRecord]:
     """Rationales from a tgi/openai teacher, one record per question (failures keep their error)."""
     return _run_sync(generate_remote(spec, questions, Path(workdir), policy, check=check))
-

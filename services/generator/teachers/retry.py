@@ -19,7 +19,9 @@ class RetryPolicy(BaseModel):
     cap_s: float = Field(30.0, gt=0, description="Longest backoff.")
     honor_retry_after: bool = Field(True, description="Wait at least the server's Retry-After (capped).")
 
-    def delay(self, attempt: int, retry_after: float | None = None, rng: random.Random | None = None) -> float:
+    def delay(
+        self, attempt: int, retry_after: float | None = None, rng: random.Random | None = None
+    ) -> float:
         """Seconds to wait before retry number `attempt` (0-based)."""
         r = (rng or random).uniform(0.5, 1.0)
         d = r * min(self.cap_s, self.base_s * (2**attempt))
@@ -50,7 +52,7 @@ def _retry_after(response) -> float | None:
 def classify(exc: BaseException) -> Failure:
     """How one exception from a teacher call is counted and whether it is retried.
 
-    429 and 503 are overload answers (retried, and they halve the concurrency); 408, 425, 500, 502
+    429 and 503 are overload answers (retried, and they cut the adaptive concurrency limit); 408, 425, 500, 502
     and 504 are retried; other 4xx (bad request, auth) are not. Timeouts and connection errors are
     retried.
     """
@@ -65,15 +67,32 @@ def classify(exc: BaseException) -> Failure:
     code = getattr(response, "status_code", None)
     if isinstance(exc, OverloadedError):
         code = code if code in (429, 503) else 429
-        return Failure(status="overloaded", http_code=code, retryable=True, overloaded=True,
-                       retry_after=_retry_after(response), message=f"HTTP {code}: {msg}")
+        return Failure(
+            status="overloaded",
+            http_code=code,
+            retryable=True,
+            overloaded=True,
+            retry_after=_retry_after(response),
+            message=f"HTTP {code}: {msg}",
+        )
     if isinstance(http, HfHubHTTPError) and code is not None:
         if code in (429, 503):
-            return Failure(status="overloaded", http_code=code, retryable=True, overloaded=True,
-                           retry_after=_retry_after(response), message=f"HTTP {code}: {msg}")
+            return Failure(
+                status="overloaded",
+                http_code=code,
+                retryable=True,
+                overloaded=True,
+                retry_after=_retry_after(response),
+                message=f"HTTP {code}: {msg}",
+            )
         retry = code in (408, 425, 500, 502, 504)
-        return Failure(status="http_error", http_code=code, retryable=retry,
-                       retry_after=_retry_after(response), message=f"HTTP {code}: {msg}")
+        return Failure(
+            status="http_error",
+            http_code=code,
+            retryable=retry,
+            retry_after=_retry_after(response),
+            message=f"HTTP {code}: {msg}",
+        )
     try:
         import httpx2
 
