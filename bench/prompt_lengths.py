@@ -46,14 +46,15 @@ STAT_FIELDS = ("items", "failed", "answer_parsed_rate", "teacher_accuracy", "tea
 
 
 def measure(url: str, model: Path, dataset: str, train_file: Path, n: int, max_new_tokens: int,
-            work: Path, level: int, fmt: str) -> dict:  # fmt: skip
+            work: Path, level: int, fmt: str, penalty: float | None = None) -> dict:  # fmt: skip
     """Statistics of the CoT set the served model writes for the first `n` questions."""
     from services.generator.build import build_cotset
     from services.generator.prompts import PROMPT_VERSION
     from shared.specs import CotSetSpec, DatasetRef, TeacherSpec
 
     teacher = TeacherSpec(name="smollm2", kind="tgi", model=str(model), base_url=url, route="chat",
-                          max_new_tokens=max_new_tokens, concurrency=n, timeout_s=1800, max_retries=1)  # fmt: skip
+                          max_new_tokens=max_new_tokens, concurrency=n, timeout_s=1800, max_retries=1,
+                          frequency_penalty=penalty)  # fmt: skip
     spec = CotSetSpec(dataset=DatasetRef(name=dataset, train_file=str(train_file), train_size=n),
                       teacher=teacher, level=level, format=fmt, prompt_version=PROMPT_VERSION)  # fmt: skip
     folder = work / f"{dataset}-{fmt}-{level}"
@@ -71,7 +72,7 @@ def paper_format_words(level: int) -> dict[str, float]:
 
 def main() -> None:
     from services.generator.lengths import PAPER_MEAN_WORDS, length_report
-    from services.generator.prompts import FORMATS, LEVELS, PROMPT_VERSION
+    from services.generator.prompts import FORMATS, PROMPT_VERSION
     from tests.integration.services import teacher_server
     from tests.realmodel import converted
 
@@ -82,21 +83,27 @@ def main() -> None:
     ap.add_argument("--formats-level", type=int, default=3, help="Level of the format comparison (3 or 5).")
     ap.add_argument("--no-formats", action="store_true", help="Levels only.")
     ap.add_argument("--sets", default=",".join(SETS), help="Comma-separated level sets to measure.")
+    ap.add_argument("--levels", default="1,2,3,4,5,6", help="Levels to measure (comma-separated).")
+    ap.add_argument("--frequency-penalty", type=float, help="The teacher's frequency_penalty (default: none).")
     ap.add_argument("--keep", type=Path, help="Keep the CoT sets written in this folder (default: discard).")
     args = ap.parse_args()
+    levels = [int(x) for x in args.levels.split(",")]
     _, model = converted()
     results: dict = {"model": "SmolLM2-135M-Instruct (Q4_1 GGUF, converted)", "prompt_version": PROMPT_VERSION,
-                     "n_per_set": args.n, "max_new_tokens": args.max_new_tokens, "levels": {}, "formats": {}}  # fmt: skip
+                     "n_per_set": args.n, "max_new_tokens": args.max_new_tokens,
+                     "frequency_penalty": args.frequency_penalty, "levels": {}, "formats": {}}  # fmt: skip
     t0 = time.perf_counter()
     with (
         tempfile.TemporaryDirectory() as tmp,
         teacher_server(model, Path(tmp), threads=args.threads, timeout=1200) as url,
     ):
         work = args.keep or Path(tmp)
-        run = lambda ds, tf, lv, f: measure(url, model, ds, tf, args.n, args.max_new_tokens, work, lv, f)  # noqa: E731
+        run = lambda ds, tf, lv, f: measure(  # noqa: E731
+            url, model, ds, tf, args.n, args.max_new_tokens, work, lv, f, args.frequency_penalty
+        )
         for name in args.sets.split(","):
             dataset, train_file = SETS[name]
-            per_level = {lv: run(dataset, train_file, lv, "cot") for lv in LEVELS}
+            per_level = {lv: run(dataset, train_file, lv, "cot") for lv in levels}
             rep = length_report(
                 {lv: s["mean_words_parsed"] or 0.0 for lv, s in per_level.items()}, PAPER_MEAN_WORDS[name]
             )

@@ -132,6 +132,13 @@ class TeacherSpec(_Spec):
     max_new_tokens: int = Field(512, gt=0, le=MAX_TOKENS, description="Generation budget per rationale.")
     temperature: float = Field(0.0, ge=0, le=5, description="Sampling temperature (0 = greedy).")
     top_p: float | None = Field(None, gt=0, le=1, description="Nucleus sampling.")
+    frequency_penalty: float | None = Field(
+        None,
+        ge=-2,
+        le=2,
+        description="Subtracted from a token's logit per earlier occurrence (OpenAI and TGI; None: the "
+        "server's default, no penalty). Small teachers loop under greedy decoding; 0.3-0.5 breaks the loops.",
+    )
     timeout_s: float = Field(120.0, gt=0, le=86400, description="Per-request timeout (at most a day).")
     max_retries: int = Field(6, ge=0, le=100, description="Retries per item before it is recorded as failed.")
     filter: Literal["keep-all", "keep-correct"] = Field(
@@ -162,6 +169,8 @@ class TeacherSpec(_Spec):
                 "temperature": self.temperature,
                 "top_p": self.top_p,
             }
+            if self.frequency_penalty is not None:  # only when set: the keys of existing sets stay
+                ident["frequency_penalty"] = self.frequency_penalty
         if self.kind in FILE_KINDS and self.files:
             path = recorded_path(self.files, level, fmt)
             ident["file_sha256"] = file_sha256(path) if Path(path).exists() else path

@@ -150,3 +150,36 @@ def test_closing_the_inference_client_closes_the_session() -> None:
 
     session = asyncio.run(_with_server(run))
     assert session is not None and session.closed
+
+
+def test_frequency_penalty_reaches_the_server_only_when_set() -> None:
+    """A teacher's `frequency_penalty` is sent on the chat route; unset, the field stays out of the body."""
+    from services.generator.teachers.remote import ChatClient
+
+    bodies: list[dict] = []
+
+    async def capture(request: web.Request) -> web.Response:
+        bodies.append(await request.json())
+        return web.json_response(CHAT)
+
+    async def go() -> None:
+        app = web.Application()
+        app.router.add_post("/v1/chat/completions", capture)
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        port = _free_port()
+        await web.TCPSite(runner, "127.0.0.1", port).start()
+        try:
+            for penalty in (0.4, None):
+                client = ChatClient(_teacher(frequency_penalty=penalty), f"http://127.0.0.1:{port}/v1")
+                reply = await client.complete([{"role": "user", "content": "3 + 4?"}])
+                await client.close()
+                assert reply.text == "The answer is 7"
+        finally:
+            await runner.cleanup()
+
+    asyncio.run(go())
+    assert bodies[0]["frequency_penalty"] == 0.4
+    assert bodies[1].get("frequency_penalty") is None
+    assert "frequency_penalty" in _teacher(frequency_penalty=0.4).identity(3, "cot")
+    assert "frequency_penalty" not in _teacher().identity(3, "cot")  # the keys of existing sets stay

@@ -176,6 +176,7 @@ class GenerateClient:
             do_sample=sampling,
             temperature=self.t.temperature if sampling else None,
             top_p=self.t.top_p if sampling else None,
+            frequency_penalty=self.t.frequency_penalty,
             return_full_text=False,
         )
         text = out.generated_text if hasattr(out, "generated_text") else str(out)
@@ -206,6 +207,7 @@ class ChatClient:
             max_tokens=self.t.max_new_tokens,
             temperature=self.t.temperature,
             top_p=self.t.top_p,
+            frequency_penalty=self.t.frequency_penalty,
         )
         if not out.choices:
             raise ValueError("the server answered with no choices")
