@@ -164,3 +164,19 @@ def test_openai_limits_name_the_prompts_source() -> None:
     with pytest.raises(RequestError, match="`prompt` tokens"):
         oa.fit(list(range(2000)), 5, None, LIMITS, "max_tokens", "prompt")
     assert oa.fit(list(range(10)), None, None, LIMITS, "max_tokens", "prompt") == (list(range(10)), 1014)
+
+
+def test_penalties_frequency_counts_generated_tokens_only() -> None:
+    """OpenAI's frequency penalty counts the reply's tokens; the CTRL penalty every token seen."""
+    import torch
+
+    from services.generator.server_engine import _penalize
+    from services.generator.server_protocol import Sampling
+
+    row = torch.tensor([2.0, 2.0, 2.0, -2.0])
+    seen = [0, 0, 0, 1, 3]  # prompt 0, 0, 0; generated 1, 3
+    freq = _penalize(row, seen, [1, 3], Sampling(frequency_penalty=0.5), torch)
+    assert freq.tolist() == [2.0, 1.5, 2.0, -2.5]  # token 0 (prompt only) untouched
+    rep = _penalize(row, seen, [1, 3], Sampling(repetition_penalty=2.0), torch)
+    assert rep.tolist() == [1.0, 1.0, 2.0, -4.0]
+    assert _penalize(row, seen, [1, 3], Sampling(), torch) is row
