@@ -29,7 +29,8 @@ def test_levels_one_three_six_rise_like_the_papers(smollm2: Path, shared_data: P
     )
     with teacher_server(smollm2, tmp_path, threads=2, timeout=600) as url:
         teacher = TeacherSpec(name="smollm2", kind="tgi", model=str(smollm2), base_url=url, route="chat",
-                              max_new_tokens=240, concurrency=1, timeout_s=900, max_retries=1)  # fmt: skip
+                              max_new_tokens=240, concurrency=4, timeout_s=900, max_retries=1,
+                              frequency_penalty=0.3)  # fmt: skip
         words = {}
         for level in (1, 3, 6):
             spec = CotSetSpec(
