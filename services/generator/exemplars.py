@@ -2,9 +2,11 @@
 
 Small teachers follow an example's length and layout far better than a stated word count
 (SmolLM2-135M wrote about 120 words at level 1 with the instructions alone, about 60 with the
-example). Each example is written to the paper's mean words per level for its task type (SVAMP
-GPT-4o: 35, 39, 50, 58, 70, 81) and in the `cot` format; other formats get no example, since one in
-plain steps would contradict their instructions. Adding a task type is one entry.
+example; with no example it answered StrategyQA questions in four words at every level). Each
+example is written near the paper's mean words per level for its task type (SVAMP GPT-4o: 35, 39,
+50, 58, 70, 81; StrategyQA LLaMA-3-70B: 28, 48, 70, 80, 114, 125) and in the `cot` format; other
+formats get no example, since one in plain steps would contradict their instructions. Adding a task
+type is one entry (multiple-choice and MATH have none yet).
 """
 
 from __future__ import annotations
@@ -49,6 +51,39 @@ EXEMPLARS: dict[TaskType, Exemplar] = {
             "So 15 + 19 = 34 muffins sold.\nStep 2: Subtract from the muffins made. Ones: 8 - 4 = 4. Tens: "
             "4 - 3 = 1. So 48 - 34 = 14 left.\nStep 3: Check: 14 + 34 = 48, the muffins she made.\n"
             "The answer is 14.",
+        },
+    ),
+    TaskType.YESNO: Exemplar(
+        question="Is a year on Mercury shorter than a year on Earth?",
+        rationales={
+            1: "Mercury goes around the Sun in about 88 days and Earth in about 365 days, so a year on "
+            "Mercury is shorter. The answer is True.",
+            2: "A planet's year is the time it takes to go once around the Sun. Mercury, the planet closest "
+            "to the Sun, needs about 88 days for one orbit, while Earth needs about 365 days. Since 88 is "
+            "less than 365, a year on Mercury is shorter. The answer is True.",
+            3: "Step 1: A year on a planet is the time it takes to go once around the Sun.\nStep 2: Mercury is "
+            "the planet closest to the Sun, and it completes one orbit in about 88 Earth days.\nStep 3: "
+            "Earth completes one orbit in about 365 days.\nStep 4: 88 days is less than 365 days, so a year "
+            "on Mercury is shorter than a year on Earth.\nThe answer is True.",
+            4: "Facts: a year is the time a planet takes to orbit the Sun once; Mercury is the planet closest "
+            "to the Sun; Earth is the third planet from the Sun.\nStep 1: Mercury's orbit takes about 88 "
+            "Earth days.\nStep 2: Earth's orbit takes about 365 days.\nStep 3: Compare the two lengths: 88 "
+            "is less than 365.\nStep 4: A shorter orbit means a shorter year, so a year on Mercury is "
+            "shorter than a year on Earth.\nThe answer is True.",
+            5: "Facts: a year is the time a planet takes to orbit the Sun once; Mercury is the planet closest "
+            "to the Sun, and Earth is the third.\nStep 1: To compare the two years, we first need the length "
+            "of Mercury's orbit: Mercury goes around the Sun in about 88 Earth days.\nStep 2: We then need "
+            "Earth's orbit to compare with: Earth goes around the Sun in about 365 days.\nStep 3: The "
+            "shorter orbit gives the shorter year, so we compare the two durations: 88 days is less than "
+            "365 days.\nStep 4: So Mercury completes a whole year in less than a quarter of an Earth "
+            "year.\nThe answer is True.",
+            6: "Facts: a year is one full orbit of a planet around the Sun; Mercury is the planet closest to "
+            "the Sun, and Earth is the third; we are asked whether Mercury's year is shorter than Earth's."
+            "\nStep 1: A planet closer to the Sun has a shorter path and moves faster along it.\nStep 2: "
+            "Mercury's orbit takes about 88 Earth days.\nStep 3: Earth's orbit takes about 365 days.\nStep "
+            "4: Compare the numbers: 88 has two digits and 365 has three, so 88 is less than 365.\nStep 5: "
+            "So Mercury's year is shorter, by 365 - 88 = 277 days.\nStep 6: Check: 4 x 88 = 352, still less "
+            "than 365, so four Mercury years fit in one Earth year, which agrees.\nThe answer is True.",
         },
     ),
 }

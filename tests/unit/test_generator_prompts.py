@@ -21,7 +21,7 @@ from shared.grid import prompt_version
 
 
 def test_version_is_part_of_the_key() -> None:
-    assert PROMPT_VERSION == "p2" and prompt_version("tgi") == prompt_version("openai") == PROMPT_VERSION
+    assert PROMPT_VERSION == "p3" and prompt_version("tgi") == prompt_version("openai") == PROMPT_VERSION
 
 
 @pytest.mark.parametrize("task", list(TaskType))
@@ -98,4 +98,7 @@ def test_a_worked_example_at_the_same_level_comes_before_the_question() -> None:
     assert words == sorted(words) and len(set(words)) == 6  # the examples' lengths rise with the level
     assert [m["role"] for m in build_messages(q, 3, "symbolic")] == ["system", "user"]  # no plain-steps example
     yes_no = Question(id="q2", text="Is the sky green?", gold="False", task=TaskType.YESNO)
-    assert len(build_messages(yes_no, 3, "cot")) == 2  # no example written for this task type yet
+    yn = [build_messages(yes_no, lv, "cot")[2]["content"] for lv in LEVELS]
+    assert all(t.endswith("The answer is True.") for t in yn) and yn == sorted(yn, key=lambda t: len(t.split()))
+    choice = Question(id="q3", text="Pick one. A) x B) y", gold="A", task=TaskType.CHOICE)
+    assert len(build_messages(choice, 3, "cot")) == 2  # no example written for this task type yet

@@ -2,7 +2,7 @@
 
 A refactor that changes any of them would orphan every published artifact; this test fails first.
 The keys of server teachers (openai, tgi) include `PROMPT_VERSION`: a prompt change moves them on
-purpose, and their rows here are updated with it (now p2: the worked examples).
+purpose, and their rows here are updated with it (now p3: a worked example for yes/no questions too).
 """
 
 from __future__ import annotations
@@ -37,9 +37,9 @@ PINNED = {
     "arith/proc/L1/cot/tiny/s100": ("e7015a9b6438cc6078a4a24d", "f609b9025f37227df37a5fab", "3cd9a6017e99e443c27a93ff"),
     "arith/proc/L6/cot/q/s100": ("58c2b8a284ce06315ab6d985", "855a8b8914681480d5106d24", "d3dfa7f2a3c4457fa3d9a13b"),
     "arith/ans/-/-/tiny/s100": ("5657d3c50f86a1b6d95a19b5", "72ee74d7d2ace779d6740805", "43ffaef12d651ac0708c01a5"),
-    "arith/gpt/L6/cot/q/s100": ("570c1022679ea8f1620225c8", "d752e6f7bf3f984c10a6d63d", "93cebe6c3a83322f22168a00"),
+    "arith/gpt/L6/cot/q/s100": ("45c7dc77c09a10392e84deae", "33827746b07743089bd035e6", "6b0a0cdaf295d5a9f25303d2"),
     "svamp/ans/-/-/q/s100": ("483f05f611f2b0543f16dabf", "e18129d47ecf1fb8cc15365a", "81b24f39e74931ac0a1abf01"),
-    "svamp/gpt/L1/cot/tiny/s100": ("754cbc17cca6e57ac8aff2c8", "0db497b53b02b9fae482a676", "127008c2532e3169a21a948e"),
+    "svamp/gpt/L1/cot/tiny/s100": ("1dd0c83485d4463ffeba505d", "f62f872a527e7a3551282c79", "711cda7f54b238b2f9377aa5"),
 }
 QUICKSTART = {
     "arith/procedural/L1/cot/tiny-s/s100": (
@@ -55,7 +55,7 @@ QUICKSTART = {
 }
 FILES = {
     "gsm8k/rec/L1/cot/s/s1": ("329e35f1a2fbd2d711b10f26", "10725165705a1c866172394f", "a18cb9117d3d8b05e09f0041"),
-    "gsm8k/tg/L1/cot/s/s1": ("9f025052e8a5a385c6b519aa", "540211c6936ccb2be2f9a89b", "17fa30947709fa70cafb33c0"),
+    "gsm8k/tg/L1/cot/s/s1": ("5b5b5bbfcac9cc15bce550b2", "0a5aaeee247de41bd2c02cc0", "3c38bd9e87cd700e620ae9fa"),
 }
 
 
