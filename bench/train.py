@@ -40,6 +40,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
 DEFAULT_COT = ROOT.parent / "shared" / "data" / "paper-cot" / "SVAMP_ChatGPT_level3_ranked.json"
 
 
