@@ -57,9 +57,9 @@ async def _stream(request: web.Request) -> web.StreamResponse:
     return resp
 
 
-async def _with_server(fn):
+async def _with_server(fn, chat=_chat):
     app = web.Application()
-    app.router.add_post("/v1/chat/completions", _chat)
+    app.router.add_post("/v1/chat/completions", chat)
     app.router.add_post("/generate_stream", _stream)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
@@ -162,23 +162,14 @@ def test_frequency_penalty_reaches_the_server_only_when_set() -> None:
         bodies.append(await request.json())
         return web.json_response(CHAT)
 
-    async def go() -> None:
-        app = web.Application()
-        app.router.add_post("/v1/chat/completions", capture)
-        runner = web.AppRunner(app, access_log=None)
-        await runner.setup()
-        port = _free_port()
-        await web.TCPSite(runner, "127.0.0.1", port).start()
-        try:
-            for penalty in (0.4, None):
-                client = ChatClient(_teacher(frequency_penalty=penalty), f"http://127.0.0.1:{port}/v1")
-                reply = await client.complete([{"role": "user", "content": "3 + 4?"}])
-                await client.close()
-                assert reply.text == "The answer is 7"
-        finally:
-            await runner.cleanup()
+    async def go(url: str) -> None:
+        for penalty in (0.4, None):
+            client = ChatClient(_teacher(frequency_penalty=penalty), f"{url}/v1")
+            reply = await client.complete([{"role": "user", "content": "3 + 4?"}])
+            await client.close()
+            assert reply.text == "The answer is 7"
 
-    asyncio.run(go())
+    asyncio.run(_with_server(go, chat=capture))
     assert bodies[0]["frequency_penalty"] == 0.4
     assert bodies[1].get("frequency_penalty") is None
     assert "frequency_penalty" in _teacher(frequency_penalty=0.4).identity(3, "cot")

@@ -65,7 +65,8 @@ def classify(exc: BaseException) -> Failure:
     http = exc if isinstance(exc, HfHubHTTPError) else exc.__cause__
     response = getattr(http, "response", None)
     code = getattr(response, "status_code", None)
-    if isinstance(exc, OverloadedError):
+    overloaded = isinstance(exc, OverloadedError) or (isinstance(http, HfHubHTTPError) and code in (429, 503))
+    if overloaded:
         code = code if code in (429, 503) else 429
         return Failure(
             status="overloaded",
@@ -76,15 +77,6 @@ def classify(exc: BaseException) -> Failure:
             message=f"HTTP {code}: {msg}",
         )
     if isinstance(http, HfHubHTTPError) and code is not None:
-        if code in (429, 503):
-            return Failure(
-                status="overloaded",
-                http_code=code,
-                retryable=True,
-                overloaded=True,
-                retry_after=_retry_after(response),
-                message=f"HTTP {code}: {msg}",
-            )
         retry = code in (408, 425, 500, 502, 504)
         return Failure(
             status="http_error",
