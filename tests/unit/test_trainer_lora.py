@@ -200,7 +200,8 @@ def test_stage_names_a_tiny_student_by_its_store_key(tmp_path: Path) -> None:
 
 def test_fused_lora_dropout_matches_peft_dropout(base: Path) -> None:
     """lora_A with the dropout inside draws the same mask as nn.Dropout (CPU) and gives the same
-    loss and adapter gradients, keeping a bool mask instead of two fp32 copies of the input."""
+    loss and adapter gradients, keeping neither a mask nor copies of the input (it draws the mask
+    again in backward from the saved generator state)."""
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
@@ -236,3 +237,22 @@ def test_fused_lora_dropout_matches_peft_dropout(base: Path) -> None:
     with torch.no_grad():
         a, b = model(input_ids=ids).logits, model(input_ids=ids).logits
     torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+def test_fused_lora_dropout_saves_only_the_input_and_weight() -> None:
+    """What autograd keeps for a fused lora_A is the input and the weight: nothing a token more."""
+    from services.trainer.lora_dropout import DropoutLinear
+
+    layer = DropoutLinear(torch.nn.Linear(16, 4, bias=False), p=0.5).train()
+    x = torch.randn(3, 5, 16, requires_grad=True)
+    saved: list[torch.Tensor] = []
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t) or t, lambda t: t):
+        y = layer(x)
+    assert [tuple(t.shape) for t in saved] == [(3, 5, 16), (4, 16)]
+    assert saved[0].data_ptr() == x.data_ptr()  # the caller's tensor, not a copy
+    torch.rand(1)  # the generator moves on before backward, as it does in training
+    before = torch.get_rng_state()
+    y.sum().backward()  # draws the mask again from the forward's state, then puts the generator back
+    assert torch.equal(torch.get_rng_state(), before)
+    assert x.grad is not None and layer.weight.grad is not None
+    assert (x.grad == 0).any()  # dropped inputs get no gradient
