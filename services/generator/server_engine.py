@@ -311,7 +311,7 @@ class _Batch:
         torch, eng = self.engine.torch, self.engine
         keep = []
         for i, job in enumerate(self.jobs):
-            row = _penalize(logits[i], self.seen[i], [t.id for t in self.out[i]], job.sampling, torch)
+            row = _penalize(logits[i], self.seen[i], len(self.out[i]), job.sampling, torch)
             logp = row.log_softmax(-1)
             tid = _pick(row, job.sampling, self.gens[i], torch)
             top = []
@@ -385,9 +385,9 @@ class _Batch:
         self._keep([])
 
 
-def _penalize(row, seen: list[int], generated: list[int], s: Sampling, torch):
+def _penalize(row, seen: list[int], n_generated: int, s: Sampling, torch):
     """The repetition (CTRL) penalty over every token seen (prompt too, as transformers and vLLM
-    do), the frequency penalty over the generated tokens only (OpenAI's definition)."""
+    do), the frequency penalty over the last `n_generated` of them, the reply (OpenAI's definition)."""
     if s.repetition_penalty == 1.0 and s.frequency_penalty == 0.0:
         return row
     row = row.clone()
@@ -397,7 +397,7 @@ def _penalize(row, seen: list[int], generated: list[int], s: Sampling, torch):
         vals = row[uniq]
         row[uniq] = torch.where(vals > 0, vals / s.repetition_penalty, vals * s.repetition_penalty)
     if s.frequency_penalty:
-        gen = torch.tensor(generated, dtype=torch.long)
+        gen = ids[len(seen) - n_generated :]
         counts = torch.bincount(gen, minlength=row.shape[0]).to(row.dtype)
         row = row - s.frequency_penalty * counts
     return row

@@ -175,8 +175,8 @@ def test_penalties_frequency_counts_generated_tokens_only() -> None:
 
     row = torch.tensor([2.0, 2.0, 2.0, -2.0])
     seen = [0, 0, 0, 1, 3]  # prompt 0, 0, 0; generated 1, 3
-    freq = _penalize(row, seen, [1, 3], Sampling(frequency_penalty=0.5), torch)
+    freq = _penalize(row, seen, 2, Sampling(frequency_penalty=0.5), torch)
     assert freq.tolist() == [2.0, 1.5, 2.0, -2.5]  # token 0 (prompt only) untouched
-    rep = _penalize(row, seen, [1, 3], Sampling(repetition_penalty=2.0), torch)
+    rep = _penalize(row, seen, 2, Sampling(repetition_penalty=2.0), torch)
     assert rep.tolist() == [1.0, 1.0, 2.0, -4.0]
-    assert _penalize(row, seen, [1, 3], Sampling(), torch) is row
+    assert _penalize(row, seen, 2, Sampling(), torch) is row
