@@ -77,6 +77,11 @@ class TrainingConfig(_Strict):
     )
     gradient_checkpointing: Literal["auto", "on", "off"] = Field("auto", description="auto = on for GPU.")
     group_by_length: bool = Field(True, description="Length-grouped batches to cut padding.")
+    padding_free: Literal["auto", "on", "off"] = Field(
+        "auto",
+        description="Flatten each micro-batch into one row with per-example attention (no padding);"
+        " auto = on for the model families that allow it (Llama, Gemma, Qwen, Mistral, ...), off for the others.",
+    )
     parallel: Literal["none", "ddp", "fsdp"] = Field(
         "none",
         description="Data-parallel over the worker's GPUs (ddp) or sharded (fsdp), via accelerate/torchrun.",

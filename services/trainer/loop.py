@@ -19,6 +19,7 @@ import torch
 from services.trainer import checkpoint as ckpt
 from services.trainer.data import IGNORE, Example, collate, micro_batches
 from services.trainer.errors import TrainingError
+from services.trainer.packing import collate_flat
 from services.trainer.parallel import Parallel
 from services.trainer.telemetry import LOG_FILE, StepLog, peak_memory, trim_log
 from shared.config import TrainingConfig
@@ -147,6 +148,7 @@ def run_loop(
     on_step: Callable[[dict], None] | None = None,
     stop_after: int | None = None,
     log_fields: dict | None = None,
+    padding_free: bool = False,
 ) -> dict:
     """Train on `examples`; resumes from `workdir/resume` when a usable state is there.
 
@@ -154,6 +156,7 @@ def run_loop(
     `stop_after` ends the run early after that many steps (used to test resumption).
     `log_fields` (e.g. parameter counts) are added to every record of the train log.
     fp16 scales the loss (`torch.amp.GradScaler`); a step whose gradients overflow is skipped.
+    `padding_free` flattens each micro-batch into one row (the model must run `VARLEN_ATTENTION`).
     """
     if not examples:
         raise TrainingError("the CoT set has no trainable items")
@@ -197,16 +200,17 @@ def run_loop(
         micro = [next(stream) for _ in range(accum * world)]
         n_label = sum(n_labels[i] for mb in micro for i in mb)
         step_real = sum(lengths[i] for mb in micro for i in mb)
-        step_padded = sum(len(mb) * max(lengths[i] for i in mb) for mb in micro)
+        step_padded = (
+            step_real if padding_free else sum(len(mb) * max(lengths[i] for i in mb) for mb in micro)
+        )
         mine = micro[rank::world]
         step_loss = 0.0
         for j, mb in enumerate(mine):
-            batch = {
-                k: v.to(device, non_blocking=True)
-                for k, v in collate([examples[i] for i in mb], pad_id).items()
-            }
+            chosen = [examples[i] for i in mb]
+            batch = collate_flat(chosen) if padding_free else collate(chosen, pad_id)
+            batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
             with par.sync(last=j == len(mine) - 1), autocast:
-                loss = par.module(batch["input_ids"], batch["attention_mask"], batch["labels"], n_label)
+                loss = par.module(batch, n_label)
                 scaler.scale(loss * world).backward()
             step_loss += float(loss.detach())
         step_loss = par.sum(step_loss)
@@ -262,4 +266,5 @@ def run_loop(
         "wall_s": elapsed,
         "grad_accum": accum,
         "world_size": world,
+        "padding_free": padding_free,
     }

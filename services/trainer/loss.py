@@ -50,26 +50,29 @@ def supports_fast_head(lm: nn.Module) -> bool:
 
 
 class ResponseLoss(nn.Module):
-    """`forward(input_ids, attention_mask, labels, n_label)` -> summed token CE / n_label."""
+    """`forward(batch, n_label)` -> summed token CE / n_label.
+
+    `batch` is a padded micro-batch (input_ids, attention_mask, labels) or a flattened one
+    (input_ids, labels, position_ids, cu_seq_lens; see `services.trainer.packing`).
+    """
 
     def __init__(self, lm: nn.Module, fast: bool | None = None):
         super().__init__()
         self.lm = lm
         self.fast = supports_fast_head(lm) if fast is None else fast
 
-    def forward(
-        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, labels: torch.Tensor, n_label: int
-    ) -> torch.Tensor:
-        shift_labels = labels[:, 1:]
+    def forward(self, batch: dict[str, torch.Tensor], n_label: int) -> torch.Tensor:
+        inputs = {"input_ids": batch["input_ids"], "use_cache": False}
+        if "cu_seq_lens" in batch:
+            inputs |= {"position_ids": batch["position_ids"], "cu_seq_lens_q": batch["cu_seq_lens"]}
+        else:
+            inputs["attention_mask"] = batch["attention_mask"]
+        shift_labels = batch["labels"][:, 1:]
         keep = shift_labels != IGNORE
         if self.fast:
             base = _base(self.lm)
-            hidden = base.get_decoder()(input_ids=input_ids, attention_mask=attention_mask, use_cache=False)
-            h = hidden.last_hidden_state[:, :-1][keep]
+            h = base.get_decoder()(**inputs).last_hidden_state[:, :-1][keep]
             logits = base.get_output_embeddings()(h).float()
-            target = shift_labels[keep]
         else:
-            out = self.lm(input_ids=input_ids, attention_mask=attention_mask, use_cache=False)
-            logits = out.logits[:, :-1][keep].float()
-            target = shift_labels[keep]
-        return nn.functional.cross_entropy(logits, target, reduction="sum") / max(1, n_label)
+            logits = self.lm(**inputs).logits[:, :-1][keep].float()
+        return nn.functional.cross_entropy(logits, shift_labels[keep], reduction="sum") / max(1, n_label)

@@ -26,6 +26,7 @@ from services.trainer.models import (
     parameter_counts,
     save_checkpoint,
 )
+from services.trainer.packing import flattened_attention, plan_padding_free
 from services.trainer.parallel import Parallel, dist_from_env, init_process_group, plan_mode, spawn
 from services.trainer.telemetry import LOG_FILE
 from services.trainer.templates import TemplateError, resolve_template
@@ -115,10 +116,12 @@ def train_sft(
         )
     workdir.mkdir(parents=True, exist_ok=True)
     par = Parallel(ResponseLoss(model), model, mode, info, device, use_bf16(cfg, device))
-    summary = run_loop(
-        par, examples, cfg, seed, workdir, tok.pad_token_id, device, on_step=on_step, stop_after=stop_after,
-        log_fields=counts,
-    )  # fmt: skip
+    padding_free = plan_padding_free(cfg.padding_free, model, cfg.cutoff)
+    with flattened_attention(model, padding_free):
+        summary = run_loop(
+            par, examples, cfg, seed, workdir, tok.pad_token_id, device, on_step=on_step, stop_after=stop_after,
+            log_fields=counts, padding_free=padding_free,
+        )  # fmt: skip
     summary |= {
         "examples": len(examples),
         "truncated": n_trunc,

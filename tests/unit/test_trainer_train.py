@@ -81,10 +81,9 @@ def test_fast_head_loss_equals_full_logits_loss(base: Path) -> None:
     model = AutoModelForCausalLM.from_pretrained(base)
     tok = AutoTokenizer.from_pretrained(base)
     batch = collate([encode_pair(tok, "auto", q, r, 4096) for q, r in PAIRS[:5]], tok.pad_token_id)
-    args = (batch["input_ids"], batch["attention_mask"], batch["labels"], 40)
     fast, slow = ResponseLoss(model), ResponseLoss(model, fast=False)
     assert fast.fast
-    torch.testing.assert_close(fast(*args), slow(*args))
+    torch.testing.assert_close(fast(batch, 40), slow(batch, 40))
 
 
 def test_truncation_is_counted(base: Path, tmp_path: Path) -> None:
