@@ -15,9 +15,13 @@ completion tokens only. TRL runs twice:
   requires without packing: no example here reaches the cutoff); packing (BFD) implies the same
   padding-free path, so it is not run separately.
 
-Every run is a fresh subprocess, so peak memory is that run's `ru_maxrss`. The LoRA memory fix of
-issue #15 is measured against the trainer without it (`lora_before`/`full_before`: peft's own
-dropout, glibc's dynamic mmap threshold).
+Ours runs as shipped (`cotd_full`, `cotd_lora`: padding-free micro-batches with per-example SDPA,
+`services/trainer/packing.py`; the mmap threshold pinned for LoRA only) and, to show what
+padding-free adds, with padded length-grouped micro-batches (`cotd_padded`).
+
+Every run is a fresh subprocess, so peak memory is that run's `ru_maxrss`. The memory fixes of
+issue #15 are measured against the trainer without them (`lora_before`/`full_before`: peft's own
+dropout, glibc's dynamic mmap threshold, padded micro-batches).
 
     python bench/train.py [--cot FILE] [--steps 2] [--smol-items 8] [--tiny-steps 6] [--padding-free]
 
@@ -62,7 +66,7 @@ def run_cotd(spec: dict, base: str, pairs: list[tuple[str, str]], work: Path) ->
     from services.trainer.recipe import train_sft
     from shared.config import TrainingConfig
 
-    if spec.get("before"):  # the trainer as it was before the fix: peft's dropout, dynamic mmap threshold
+    if spec.get("before"):  # the trainer before issue #15: peft's dropout, dynamic mmap threshold, padding
         import services.trainer.models as models
         import services.trainer.recipe as recipe
 
@@ -78,6 +82,7 @@ def run_cotd(spec: dict, base: str, pairs: list[tuple[str, str]], work: Path) ->
         save_every_steps=10_000,
         precision="fp32",
         gradient_checkpointing="off",
+        padding_free="off" if spec.get("before") or spec.get("padded") else "auto",
     )
     s = train_sft(base, pairs, work / "out", work / "state", cfg, seed=spec["seed"], template="auto")
     return {
@@ -245,6 +250,7 @@ def main() -> None:
     if args.padding_free:
         trl.append({"variant": "trl_padding_free"})
     cotd = [{"variant": "cotd_full", "method": "full"}, {"variant": "cotd_lora", "method": "lora"}]
+    padded = [{"variant": "cotd_padded", "method": "full", "padded": True}]
     before = [
         {"variant": "full_before", "method": "full", "before": True},
         {"variant": "lora_before", "method": "lora", "before": True},
@@ -252,7 +258,9 @@ def main() -> None:
     _, smol_path = converted()
     smol_common = common | {"base": str(smol_path), "steps": args.steps, "items": args.smol_items}
     smol_common |= {"global_batch": args.smol_global_batch}
-    smol = run_case("smollm2", str(smol_path), smol_common, cotd + trl + ([] if args.skip_before else before))
+    smol = run_case(
+        "smollm2", str(smol_path), smol_common, cotd + padded + trl + ([] if args.skip_before else before)
+    )
     with tempfile.TemporaryDirectory() as tmp:
         tiny_base = init_tiny(Path(tmp) / "base", corpus=[str(args.cot)], size=args.tiny_size)
         tiny_common = common | {"base": str(tiny_base), "steps": args.tiny_steps, "items": 10_000}
@@ -283,7 +291,9 @@ def main() -> None:
         "smol_target_1_2x_met": ratio(smol, "trl_best") >= 1.2,
         "tiny_ratio_vs_trl_best": ratio(tiny, "trl_best"),
         "tiny_ratio_vs_trl_default": ratio(tiny, "trl_default"),
+        "smol_cotd_padded_tok_s": round(smol["cotd_padded"]["tokens_per_s"], 1),
         "smol_padding_cotd": round(smol["cotd_full"]["padding_fraction"], 4),
+        "smol_padding_cotd_padded": round(smol["cotd_padded"]["padding_fraction"], 4),
         "smol_padding_trl_best": round(smol["trl_best"]["padding_fraction"], 4),
         "smol_loss_cotd": smol["cotd_full"]["losses"],
         "smol_loss_trl_best": smol["trl_best"]["losses"],

@@ -5,6 +5,11 @@ block is freed (up to 32 MiB). After the first backward, the activations of the 
 from the heap, where freed blocks fragment and are not returned: peak RSS then grows well past the
 live tensors (measured on SmolLM2-135M, one micro-batch of 8: LoRA 10.3 GB resident for 6.3 GB live).
 A fixed threshold keeps every block above it in its own mapping.
+
+The trainer pins it for adapter methods (LoRA, QLoRA) on CPU, where a small footprint is the point
+of the method, and leaves full fine-tunes on glibc's default: each mapping is faulted in afresh, which
+cost a full fine-tune of SmolLM2 about 20 % of its throughput with padding-free batches for a 13 %
+smaller peak (3.9 against 4.5 GB), while its weights, gradients and AdamW state dominate its memory.
 """
 
 from __future__ import annotations

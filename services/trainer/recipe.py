@@ -91,8 +91,8 @@ def train_sft(
         }
         return spawn(spec, workdir, torch.cuda.device_count())
     init_process_group(info, device)
-    if device.type == "cpu":
-        fix_mmap_threshold()  # activations in their own mappings: peak RSS follows live tensors
+    if device.type == "cpu" and cfg.method != "full":
+        fix_mmap_threshold()  # adapters: peak RSS follows the live tensors (see services.trainer.memory)
     grad_scaler(cfg, device, mode)  # refuses fp16 where it cannot scale, before loading anything
     model, tok = load_student(model_id, revision, trust_remote_code, cfg, seed, device, base_ref)
     try:
