@@ -12,8 +12,6 @@ from dataclasses import dataclass
 
 import torch
 
-from services.evaluator.continuous import greedy_continuous
-from services.evaluator.kv_cache import growing_cache
 from services.trainer.templates import encode_prompt
 
 OnBatch = Callable[[list[int], list["Generation"]], None]
@@ -105,13 +103,6 @@ def _stop_window(stop: Sequence[str]) -> int:
     return max((len(s) for s in stop), default=0) + 2
 
 
-def _last_logits(model, cache_kwarg: str, ids, mask, pos, cache) -> torch.Tensor:
-    """One forward step with the KV cache: the logits at each row's last position."""
-    out = model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True, logits_to_keep=1,
-                **{cache_kwarg: cache})  # fmt: skip
-    return out.logits[:, -1]
-
-
 def greedy_batch(
     model,
     tokenizer,
@@ -130,6 +121,8 @@ def greedy_batch(
     """
     from transformers import DynamicCache
 
+    from services.evaluator.kv_cache import growing_cache
+
     device = ids.device
     n = ids.shape[0]
     ends = torch.tensor(sorted(set(end_token_ids)), device=device)
@@ -143,7 +136,15 @@ def greedy_batch(
         cache = DynamicCache(config=model.config)
     step_ids = ids
     for step in range(max_new_tokens):
-        nxt = _last_logits(model, cache_kwarg, step_ids, mask, pos, cache).argmax(-1)
+        logits = model(
+            input_ids=step_ids,
+            attention_mask=mask,
+            position_ids=pos,
+            use_cache=True,
+            logits_to_keep=1,
+            **{cache_kwarg: cache},
+        ).logits[:, -1]
+        nxt = logits.argmax(-1)
         buf[rows, step] = nxt
         lengths[rows] = step + 1
         done = torch.isin(nxt, ends)
@@ -163,41 +164,6 @@ def greedy_batch(
     return [buf[i, : int(lengths[i])].tolist() for i in range(n)]
 
 
-def _continuous(model, tokenizer, encoded, batch_size, max_new_tokens, end_token_ids, stop, cache_kwarg,
-                pad_id, sort_by_length, results, on_batch) -> None:  # fmt: skip
-    """`generate_batched` through `greedy_continuous`; fills `results`, reports every `batch_size` done."""
-    ends, window = set(end_token_ids), _stop_window(stop)
-    finished: list[int] = []
-
-    def is_done(ids: list[int]) -> bool:
-        if ids[-1] in ends:
-            return True
-        return bool(stop) and any(
-            s in tokenizer.decode(ids[-window:], skip_special_tokens=True) for s in stop
-        )
-
-    def flush() -> None:
-        if on_batch and finished:
-            on_batch(list(finished), [results[i] for i in finished])
-        finished.clear()
-
-    def on_done(idx: list[int], gens: list[list[int]]) -> None:
-        for i, ids in zip(idx, gens, strict=True):
-            results[i] = finish(tokenizer, ids, end_token_ids, stop)
-        finished.extend(idx)
-        if len(finished) >= batch_size:
-            flush()
-
-    order = [i for b in batch_order([len(e) for e in encoded], batch_size, sort_by_length) for i in b]
-    greedy_continuous(
-        model,
-        lambda ids, mask, pos, cache: _last_logits(model, cache_kwarg, ids, mask, pos, cache),
-        lambda: growing_cache(model),
-        encoded, order, batch_size, max_new_tokens, is_done, pad_id, on_done,
-    )  # fmt: skip
-    flush()
-
-
 @torch.inference_mode()
 def generate_batched(
     model,
@@ -210,18 +176,14 @@ def generate_batched(
     num_beams: int = 1,
     sort_by_length: bool = True,
     on_batch: OnBatch | None = None,
-    continuous: bool = True,
 ) -> list[Generation]:
     """Generate for every prompt (greedy unless num_beams > 1); outputs in prompt order.
 
     Prompts are grouped by length (longest first) and left-padded; each sequence stops at an end
     token or a stop string (its output is cut there), and a batch ends when all of its sequences
-    have. Greedy decoding with a growing KV cache runs continuous batching
-    (`continuous.greedy_continuous`: a finished row's place goes to the next prompt), or with
-    `continuous=False` or another cache `greedy_batch` (finished rows leave the batch); beam search,
-    and models whose forward takes no cache argument, go through `model.generate`.
-    `on_batch(indices, generations)` is called after each batch, or each `batch_size` finished
-    prompts under continuous batching (used to persist progress).
+    have. Greedy decoding runs `greedy_batch` (finished rows leave the batch); beam search, and
+    models whose forward takes no cache argument, go through `model.generate`.
+    `on_batch(indices, generations)` is called after each batch (used to persist progress).
     """
     if not prompts:
         return []
@@ -235,10 +197,6 @@ def generate_batched(
     cache_kwarg = _cache_kwarg(model) if num_beams == 1 else None
     results: list[Generation | None] = [None] * len(prompts)
     model.eval()
-    if continuous and cache_kwarg is not None and growing_cache(model) is not None:
-        _continuous(model, tokenizer, encoded, batch_size, max_new_tokens, end_token_ids, stop, cache_kwarg,
-                    pad_id, sort_by_length, results, on_batch)  # fmt: skip
-        return [r for r in results if r is not None]
     for idx in batch_order([len(e) for e in encoded], batch_size, sort_by_length):
         ids, mask = left_pad([encoded[i] for i in idx], pad_id)
         ids, mask = ids.to(device), mask.to(device)

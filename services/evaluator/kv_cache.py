@@ -63,29 +63,6 @@ class GrowingLayer(DynamicLayer):
         if self._kbuf is not None:
             self._place(self.keys[indices], self.values[indices], 0)
 
-    def append_rows(self, other: GrowingLayer) -> None:
-        """Add `other`'s rows after these, right-aligned: the narrower side is left-padded with zeros.
-
-        The zero columns must be masked out by the caller (continuous batching admits new prompts
-        this way: each row keeps its own left padding in the attention mask).
-        """
-        if getattr(other, "_kbuf", None) is None:
-            return
-        if getattr(self, "_kbuf", None) is None:
-            self.lazy_initialization(other.keys, other.values)
-            self._place(other.keys, other.values, 0)
-            return
-        width = max(self._hi - self._lo, other._hi - other._lo)
-        keys = torch.cat([_pad_left(self.keys, width), _pad_left(other.keys, width)])
-        values = torch.cat([_pad_left(self.values, width), _pad_left(other.values, width)])
-        self._place(keys, values, 0)
-
-    def drop_left(self, n: int) -> None:
-        """Forget the `n` oldest columns (padding that no row attends to any more); a view change."""
-        if self._kbuf is not None and n > 0:
-            self._lo = min(self._hi, self._lo + n)
-            self._view()
-
     def reorder_cache(self, beam_idx: torch.LongTensor) -> None:
         """Reorder the rows (beam search)."""
         self.batch_select_indices(beam_idx.to(self.device))
@@ -102,12 +79,6 @@ class GrowingLayer(DynamicLayer):
         if self._kbuf is not None and tokens_to_remove:
             self._hi = max(self._lo, self._hi + tokens_to_remove)
             self._view()
-
-
-def _pad_left(x: torch.Tensor, width: int) -> torch.Tensor:
-    """(batch, heads, t, dim) -> (batch, heads, width, dim), zeros first."""
-    extra = width - x.shape[-2]
-    return x if extra == 0 else torch.cat([x.new_zeros((*x.shape[:2], extra, x.shape[-1])), x], dim=-2)
 
 
 def growing_cache(model) -> DynamicCache | None:

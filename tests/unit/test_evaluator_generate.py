@@ -92,43 +92,11 @@ def test_batched_equals_one_at_a_time_and_sorted_equals_unsorted(student) -> Non
 def test_on_batch_reports_each_batch_in_sorted_order(student) -> None:
     model, tok, prompts, end = student
     seen: list[list[int]] = []
-    gens = generate_batched(
-        model, tok, prompts, 5, 8, end, on_batch=lambda idx, g: seen.append(idx), continuous=False
-    )
+    gens = generate_batched(model, tok, prompts, 5, 8, end, on_batch=lambda idx, g: seen.append(idx))
     lengths = [len(encode_prompt(tok, p)) for p in prompts]
     assert seen == batch_order(lengths, 5)
     assert len(gens) == len(prompts)
     assert generate_batched(model, tok, [], 5, 8, end) == []
-
-
-@pytest.mark.parametrize("batch_size", [2, 3, 5, 8])
-def test_continuous_batching_gives_the_static_outputs(student, monkeypatch, batch_size: int) -> None:
-    """Prompts admitted into a running batch (left-padded into its cache) decode as they do alone."""
-    from services.evaluator.kv_cache import GrowingLayer
-
-    model, tok, prompts, end = student
-    merges = []
-    real = GrowingLayer.append_rows
-    monkeypatch.setattr(
-        GrowingLayer, "append_rows", lambda self, o: (merges.append(getattr(self, "_kbuf", None) is not None), real(self, o))[1]
-    )
-    seen: list[list[int]] = []
-    cont = generate_batched(model, tok, prompts, batch_size, 48, end, on_batch=lambda i, g: seen.append(i))
-    assert any(merges), "new prompts joined rows that were still running"
-    static = generate_batched(model, tok, prompts, batch_size, 48, end, continuous=False)
-    assert cont == static == _one_generate_call_per_prompt(model, tok, prompts, 48, end)
-    assert sorted(i for chunk in seen for i in chunk) == list(range(len(prompts)))  # each reported once
-    assert all(len(chunk) >= batch_size for chunk in seen[:-1])
-
-
-def test_continuous_batching_respects_the_token_budget_and_stop_strings(student) -> None:
-    model, tok, prompts, end = student
-    short = generate_batched(model, tok, prompts, 3, 5, end)
-    assert short == generate_batched(model, tok, prompts, 3, 5, end, continuous=False)
-    assert all(g.n_tokens <= 5 for g in short)
-    cut = generate_batched(model, tok, prompts, 3, 48, end, stop=[". "])
-    assert cut == generate_batched(model, tok, prompts, 3, 48, end, stop=[". "], continuous=False)
-    assert all(". " not in g.text for g in cut)
 
 
 def test_stop_strings_cut_outputs(student) -> None:

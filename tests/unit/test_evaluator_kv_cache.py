@@ -68,22 +68,3 @@ def test_same_logits_as_dynamic_cache_through_growth_and_drops() -> None:
 def test_models_with_sliding_window_layers_keep_transformers_cache() -> None:
     model = MistralForCausalLM(MistralConfig(**SMALL, sliding_window=8))
     assert growing_cache(model) is None
-
-
-def test_append_rows_right_aligns_and_drop_left_forgets_columns() -> None:
-    a, b = GrowingLayer(), GrowingLayer()
-    ka, kb = torch.randn(2, 3, 5, 4), torch.randn(1, 3, 7, 4)
-    a.update(ka, ka + 1)
-    b.update(kb, kb + 1)
-    a.append_rows(b)
-    assert a.keys.shape == (3, 3, 7, 4)
-    assert torch.equal(a.keys[:2, :, 2:], ka) and torch.equal(a.keys[:2, :, :2], torch.zeros(2, 3, 2, 4))
-    assert torch.equal(a.keys[2:], kb) and torch.equal(a.values[2:], kb + 1)
-    a.drop_left(2)
-    assert torch.equal(a.keys[:2], ka) and torch.equal(a.keys[2:], kb[:, :, 2:])
-    new = torch.randn(3, 3, 1, 4)
-    keys, _ = a.update(new, new)
-    assert keys.shape == (3, 3, 6, 4) and torch.equal(keys[:, :, -1:], new)  # writes after the kept columns
-    empty = GrowingLayer()
-    empty.append_rows(a)
-    assert torch.equal(empty.keys, a.keys)
