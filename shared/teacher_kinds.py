@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Literal
 if TYPE_CHECKING:
     from shared.specs import CotSetSpec, TeacherSpec
 
-PROMPT_VERSION = "p3"
+PROMPT_VERSION = "p4"
 """Version of the server teachers' prompts (services/generator/prompts.py); bump it when they change."""
 PROCEDURAL_VERSION = "arith-procedural-v1"
 """Version of the procedural teacher's rationales (services/generator/teachers/procedural.py)."""

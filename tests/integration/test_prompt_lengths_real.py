@@ -1,12 +1,13 @@
 """Our level prompts with a real model behind `cotd teacher serve`: longer rationales at higher levels.
 
-SmolLM2-135M-Instruct writes SVAMP rationales at levels 1, 3 and 6 for eight train questions through
-the TGI protocol (the tgi teacher, chat route, greedy, `frequency_penalty` 0.3 against its loops), as
-`bench/prompt_lengths.py` does. Lengths are the mean words of the rationales that end with "The
-answer is X" (`mean_words_parsed`). A 135M model does not write what GPT-4o wrote, and over six
-levels its lengths do not rise strictly (bench: 47 / 35 / 74 / 55 / 69 / 78 words). The test checks
-what it does follow: level 1 < level 3 < level 6 (47 < 74 < 78), and L6/L1 within a factor 2 of
-the paper's ratio (1.66 against 2.29).
+SmolLM2-135M-Instruct writes SVAMP rationales at levels 1, 2, 3, 5 and 6 for eight train questions
+through the TGI protocol (the tgi teacher, chat route, greedy, `frequency_penalty` 0.3 against its
+loops), as `bench/prompt_lengths.py` does. Lengths are the mean words of the rationales that end
+with "The answer is X" (`mean_words_parsed`). A 135M model does not write what GPT-4o wrote; with
+prompt version p4 its six SVAMP levels rise strictly in the bench (40 / 49 / 54.1 / 54.7 / 69 / 78
+words), but level 4 is only 0.6 words above level 3 (one word in one reply), too thin a margin to pin
+here. The test checks the other five rising strictly (40 < 49 < 54 < 69 < 78), and L6/L1 within a
+factor 2 of the paper's ratio (1.94 against 2.29).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from tests.integration.services import teacher_server
 pytestmark = [pytest.mark.slow]
 
 
-def test_levels_one_three_six_rise_like_the_papers(smollm2: Path, shared_data: Path, tmp_path: Path) -> None:
+def test_levels_rise_like_the_papers(smollm2: Path, shared_data: Path, tmp_path: Path) -> None:
     ref = DatasetRef(
         name="svamp", train_file=str(shared_data / "paper-cot/SVAMP_only_ans.json"), train_size=8
     )
@@ -33,7 +34,7 @@ def test_levels_one_three_six_rise_like_the_papers(smollm2: Path, shared_data: P
                               max_new_tokens=320, concurrency=8, timeout_s=900, max_retries=1,
                               frequency_penalty=0.3)  # fmt: skip
         words = {}
-        for level in (1, 3, 6):
+        for level in (1, 2, 3, 5, 6):
             spec = CotSetSpec(
                 dataset=ref, teacher=teacher, level=level, format="cot", prompt_version=PROMPT_VERSION
             )

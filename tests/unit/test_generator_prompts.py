@@ -21,7 +21,7 @@ from shared.grid import prompt_version
 
 
 def test_version_is_part_of_the_key() -> None:
-    assert PROMPT_VERSION == "p3" and prompt_version("tgi") == prompt_version("openai") == PROMPT_VERSION
+    assert PROMPT_VERSION == "p4" and prompt_version("tgi") == prompt_version("openai") == PROMPT_VERSION
 
 
 @pytest.mark.parametrize("task", list(TaskType))
@@ -30,7 +30,12 @@ def test_every_prompt_asks_for_the_answer_sentence(task: TaskType) -> None:
     assert len(set(texts.values())) == len(LEVELS) * len(FORMATS)
     for (lv, _), t in texts.items():
         assert '"The answer is X"' in t and f"level {lv} of 6" in t
-    answer = {TaskType.NUMBER: "number", TaskType.CHOICE: "letter", TaskType.YESNO: "True or False", TaskType.MATH: "LaTeX"}
+    answer = {
+        TaskType.NUMBER: "number",
+        TaskType.CHOICE: "letter",
+        TaskType.YESNO: "True or False",
+        TaskType.MATH: "LaTeX",
+    }
     assert answer[task] in texts[(1, "cot")]
 
 
@@ -39,13 +44,20 @@ def test_detail_guidance_grows_with_level() -> None:
     steps = [(LEVEL_GUIDES[lv].min_steps, LEVEL_GUIDES[lv].max_steps) for lv in LEVELS]
     assert all(a < b for a, b in zip(words, words[1:], strict=False))  # tuples compare element-wise
     assert all(a[0] <= b[0] and a[1] <= b[1] and a != b for a, b in zip(steps, steps[1:], strict=False))
-    target = [int(re.search(r"about (\d+) to (\d+) words", system_prompt(TaskType.YESNO, lv, "rar")).group(2)) for lv in LEVELS]
+    target = [
+        int(re.search(r"about (\d+) to (\d+) words", system_prompt(TaskType.YESNO, lv, "rar")).group(2))
+        for lv in LEVELS
+    ]
     assert target == sorted(target) and target[0] < target[-1]
-    assert "check" in system_prompt(TaskType.NUMBER, 6, "cot") and "single sentence" in system_prompt(TaskType.NUMBER, 1, "cot")
+    assert "check" in system_prompt(TaskType.NUMBER, 6, "cot") and "single sentence" in system_prompt(
+        TaskType.NUMBER, 1, "cot"
+    )
 
 
 def test_formats_and_messages() -> None:
-    q = make_question("openbookqa", "Q: The sun is? Answer choices: A: hot, B: cold", "A", TaskType.CHOICE, ["hot", "cold"])
+    q = make_question(
+        "openbookqa", "Q: The sun is? Answer choices: A: hot, B: cold", "A", TaskType.CHOICE, ["hot", "cold"]
+    )
     msgs = build_messages(q, 3, "subquestion")
     assert [m["role"] for m in msgs] == ["system", "user"] and msgs[1]["content"] == q.text
     assert "sub-question" in msgs[0]["content"]
@@ -92,13 +104,20 @@ def test_a_worked_example_at_the_same_level_comes_before_the_question() -> None:
     words = []
     for lv in LEVELS:
         msgs = build_messages(q, lv, "cot")
-        assert [m["role"] for m in msgs] == ["system", "user", "assistant", "user"] and msgs[-1]["content"] == q.text
+        assert [m["role"] for m in msgs] == ["system", "user", "assistant", "user"] and msgs[-1][
+            "content"
+        ] == q.text
         assert msgs[2]["content"] == ex.rationales[lv] and msgs[2]["content"].endswith("The answer is 14.")
         words.append(len(msgs[2]["content"].split()))
     assert words == sorted(words) and len(set(words)) == 6  # the examples' lengths rise with the level
-    assert [m["role"] for m in build_messages(q, 3, "symbolic")] == ["system", "user"]  # no plain-steps example
+    assert [m["role"] for m in build_messages(q, 3, "symbolic")] == [
+        "system",
+        "user",
+    ]  # no plain-steps example
     yes_no = Question(id="q2", text="Is the sky green?", gold="False", task=TaskType.YESNO)
     yn = [build_messages(yes_no, lv, "cot")[2]["content"] for lv in LEVELS]
-    assert all(t.endswith("The answer is True.") for t in yn) and yn == sorted(yn, key=lambda t: len(t.split()))
+    assert all(t.endswith("The answer is True.") for t in yn) and yn == sorted(
+        yn, key=lambda t: len(t.split())
+    )
     choice = Question(id="q3", text="Pick one. A) x B) y", gold="A", task=TaskType.CHOICE)
     assert len(build_messages(choice, 3, "cot")) == 2  # no example written for this task type yet
