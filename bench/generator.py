@@ -13,7 +13,9 @@ concurrency (default 32 and 256) and with N requests each (default 20,000):
 - `generator`: our `generate_remote` (adaptive limiter, retries, journal flushed per item) on the
   same N questions.
 
-Every client first sends C requests (imports, connection pool), then the measured N. Clients are
+Every client sends the same requests: the chat messages the generator builds for each question
+(`build_messages`: system prompt, worked example, question; level 3, `cot`), 16 tokens at most,
+temperature 0. Every client first sends C requests (imports, connection pool), then the measured N. Clients are
 interleaved in a rotating order, best of `--repeats`. For each: requests/s, fraction of ideal, and
 process CPU ms per request (`time.process_time`; the server is another process). Targets:
 generator >= 0.95 x raw_aiohttp, >= 1.0 x distilabel, >= 1.0 x hub_loop, at every concurrency.
@@ -179,6 +181,18 @@ def _start_server(latency_s: float, max_inflight: int | None = None, knee: int =
 
 
 # ----------------------------------------------------------------------------------------- clients
+def _messages(i: int) -> list[dict[str, str]]:
+    """The chat messages the generator sends for question i (warm-up questions for negative i)."""
+    from services.generator.prompts import build_messages
+
+    q = (
+        _questions(1, "Bench question", first=i)
+        if i >= 0
+        else _questions(1, "Warm-up question", first=-1 - i)
+    )
+    return build_messages(q[0], 3, "cot")
+
+
 async def _measure(one, n: int, concurrency: int) -> tuple[float, float]:
     """Warm up with `concurrency` calls of one(i) (negative i), then time n calls: (wall s, CPU s)."""
     await asyncio.gather(*(one(-1 - i) for i in range(concurrency)))
@@ -195,7 +209,7 @@ async def _raw_aiohttp(url: str, n: int, concurrency: int) -> tuple[float, float
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=concurrency)) as session:
 
         async def one(i: int) -> None:
-            body = {"model": "m", "messages": [{"role": "user", "content": f"q{i}"}], "max_tokens": 16}
+            body = {"model": "m", "messages": _messages(i), "max_tokens": 16, "temperature": 0.0}
             async with sem, session.post(f"{url}/chat/completions", json=body) as r:
                 reply = json.loads(await r.read())
                 if r.status != 200 or not reply["choices"]:
@@ -213,9 +227,7 @@ async def _hub_loop(url: str, n: int, concurrency: int) -> tuple[float, float]:
 
     async def one(i: int) -> None:
         async with sem:
-            out = await client.chat_completion(
-                [{"role": "user", "content": f"q{i}"}], model="m", max_tokens=16, temperature=0.0
-            )
+            out = await client.chat_completion(_messages(i), model="m", max_tokens=16, temperature=0.0)
             assert out.choices[0].message.content
 
     try:
@@ -234,9 +246,7 @@ async def _distilabel(url: str, n: int, concurrency: int) -> tuple[float, float]
 
     async def one(i: int) -> None:
         async with sem:
-            out = await llm.agenerate(
-                input=[{"role": "user", "content": f"q{i}"}], max_new_tokens=16, temperature=0.0
-            )
+            out = await llm.agenerate(input=_messages(i), max_new_tokens=16, temperature=0.0)
             assert out["generations"][0]
 
     try:
@@ -253,10 +263,12 @@ def _spec(url: str, concurrency: int | None = None):
     return CotSetSpec(dataset=DatasetRef(name="svamp"), teacher=t, level=3, format="cot", prompt_version="p1")
 
 
-def _questions(n: int, prefix: str = "Bench question"):
+def _questions(n: int, prefix: str = "Bench question", first: int = 0):
     from shared.datasets.base import TaskType, make_question
 
-    return [make_question("svamp", f"{prefix} {i}: 3 + 4?", "7", TaskType.NUMBER) for i in range(n)]
+    return [
+        make_question("svamp", f"{prefix} {i}: 3 + 4?", "7", TaskType.NUMBER) for i in range(first, first + n)
+    ]
 
 
 async def _generator(url: str, n: int, concurrency: int) -> tuple[float, float]:
