@@ -32,14 +32,14 @@ FAST_FAMILIES = {
 }
 
 
-def _base(lm: nn.Module) -> nn.Module:
+def base_model(lm: nn.Module) -> nn.Module:
     """The transformers model under a peft wrapper (LoRA layers stay injected in it)."""
     return lm.get_base_model() if hasattr(lm, "get_base_model") else lm
 
 
 def supports_fast_head(lm: nn.Module) -> bool:
     """Whether the selected-positions LM head gives the model's own logits."""
-    base = _base(lm)
+    base = base_model(lm)
     cfg = getattr(base, "config", None)
     if cfg is None or getattr(cfg, "model_type", None) not in FAST_FAMILIES:
         return False
@@ -70,7 +70,7 @@ class ResponseLoss(nn.Module):
         shift_labels = batch["labels"][:, 1:]
         keep = shift_labels != IGNORE
         if self.fast:
-            base = _base(self.lm)
+            base = base_model(self.lm)
             h = base.get_decoder()(**inputs).last_hidden_state[:, :-1][keep]
             logits = base.get_output_embeddings()(h).float()
         else:

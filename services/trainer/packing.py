@@ -16,8 +16,9 @@ from collections.abc import Iterator
 import torch
 from torch import nn
 
-from services.trainer.data import Example
+from services.trainer.data import IGNORE, Example
 from services.trainer.errors import TrainingError
+from services.trainer.loss import base_model
 
 VARLEN_ATTENTION = "cotd_varlen_sdpa"
 
@@ -63,13 +64,9 @@ def register_varlen_attention() -> None:
     AttentionInterface.register(VARLEN_ATTENTION, varlen_sdpa)
 
 
-def _base(lm: nn.Module) -> nn.Module:
-    return lm.get_base_model() if hasattr(lm, "get_base_model") else lm
-
-
 def supports_padding_free(lm: nn.Module, cutoff: int) -> bool:
     """Whether the model's family can train on flattened rows (no sliding window shorter than the cutoff)."""
-    cfg = getattr(_base(lm), "config", None)
+    cfg = getattr(base_model(lm), "config", None)
     if cfg is None or getattr(cfg, "model_type", None) not in PACKABLE_FAMILIES:
         return False
     window = getattr(cfg, "sliding_window", None)
@@ -81,7 +78,7 @@ def plan_padding_free(setting: str, lm: nn.Module, cutoff: int) -> bool:
     """The `padding_free` setting resolved for this model; `on` where it cannot be is an error."""
     able = supports_padding_free(lm, cutoff)
     if setting == "on" and not able:
-        family = getattr(getattr(_base(lm), "config", None), "model_type", "?")
+        family = getattr(getattr(base_model(lm), "config", None), "model_type", "?")
         raise TrainingError(
             f"padding_free on: the {family} family cannot train on flattened rows; set padding_free auto or off"
         )
@@ -94,7 +91,7 @@ def flattened_attention(lm: nn.Module, enabled: bool) -> Iterator[None]:
     if not enabled:
         yield
         return
-    base = _base(lm)
+    base = base_model(lm)
     own = base.config._attn_implementation
     register_varlen_attention()
     base.set_attn_implementation(VARLEN_ATTENTION)
@@ -107,13 +104,16 @@ def flattened_attention(lm: nn.Module, enabled: bool) -> Iterator[None]:
 def collate_flat(examples: list[Example]) -> dict[str, torch.Tensor]:
     """One (1, total) row: input_ids, labels, position_ids restarting per example, and the boundaries.
 
-    The first token of every example is a masked prompt token, so no label crosses a boundary.
+    The label of each example's first token is masked (a padded batch never uses it either), so the
+    last token of one example is never trained to predict the next example.
     """
     lengths = [len(e.input_ids) for e in examples]
     bounds = torch.tensor([0, *lengths], dtype=torch.int32).cumsum(0, dtype=torch.int32)
+    labels = torch.tensor([t for e in examples for t in e.labels])
+    labels[bounds[:-1].long()] = IGNORE
     return {
         "input_ids": torch.tensor([t for e in examples for t in e.input_ids])[None],
-        "labels": torch.tensor([t for e in examples for t in e.labels])[None],
+        "labels": labels[None],
         "position_ids": torch.cat([torch.arange(n) for n in lengths])[None],
         "cu_seq_lens": bounds,
     }

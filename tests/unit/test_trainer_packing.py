@@ -96,6 +96,10 @@ def test_flat_row_boundaries_and_positions() -> None:
     starts = flat["cu_seq_lens"][:-1].tolist()
     assert [flat["position_ids"][0, s].item() for s in starts] == [0, 0, 0]
     assert all(flat["labels"][0, s].item() == -100 for s in starts)  # no label crosses a boundary
+    from services.trainer.data import Example
+
+    labelled = collate_flat([Example([5, 6], [5, 6]), Example([7, 8], [7, 8])])  # no masked prompt
+    assert labelled["labels"].tolist() == [[-100, 6, -100, 8]]
 
 
 def test_families_without_it_train_padded_or_refuse() -> None:
