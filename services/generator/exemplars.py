@@ -3,10 +3,10 @@
 Small teachers follow an example's length and layout far better than a stated word count
 (SmolLM2-135M wrote about 120 words at level 1 with the instructions alone, about 60 with the
 example; with no example it answered StrategyQA questions in four words at every level). The
-examples' lengths rise strictly with the level (math: 21, 40, 52, 60, 77, 94 words; yes/no: 24,
+examples' lengths rise strictly with the level (math: 21, 40, 52, 60, 77, 110 words; yes/no: 24,
 43, 73, 83, 130, 151) and their layouts differ: one sentence (1), a plan and its working (2),
 first/then/finally lines (3; numbered steps for yes/no), facts then numbered steps (4), steps that
-say why (5) and elementary steps with a check (6). The texts were picked by measuring what
+say why (5), and more of them with a check (6). The texts were picked by measuring what
 SmolLM2-135M writes after each (`bench/prompt_lengths.py`; prompt version p4), not by the word
 counts alone: its lengths follow an example's only loosely. All are in the `cot` format; other
 formats get no example, since one in plain steps would contradict their instructions. Adding a task
@@ -52,10 +52,11 @@ EXEMPLARS: dict[TaskType, Exemplar] = {
             "we subtract: 48 - 34 = 14 muffins.\nStep 3: So 14 muffins are still unsold.\nThe answer is "
             "14.",
             6: "Facts: the baker made 48 muffins, sold 15 in the morning and 19 in the afternoon; we want "
-            "the muffins left.\nStep 1: Add the sales. Ones: 5 + 9 = 14, write 4, carry 1. Tens: 1 + 1 "
-            "+ 1 = 3. So 15 + 19 = 34 muffins sold.\nStep 2: Subtract from the muffins made. Ones: 8 - "
-            "4 = 4. Tens: 4 - 3 = 1. So 48 - 34 = 14 left.\nStep 3: Check: 14 + 34 = 48, the muffins "
-            "she made.\nThe answer is 14.",
+            "the muffins left.\nStep 1: To know how many are left, we first need the total sold, so we "
+            "add the morning and afternoon sales: 15 + 19 = 34 muffins sold.\nStep 2: The muffins left "
+            "are the muffins made minus the muffins sold, so we subtract: 48 - 34 = 14 muffins "
+            "left.\nStep 3: So 14 muffins are still unsold at the end of the day.\nStep 4: Check: 14 + "
+            "34 = 48, the number of muffins she made, so the result is right.\nThe answer is 14.",
         },
     ),
     TaskType.YESNO: Exemplar(
