@@ -90,6 +90,17 @@ class TrainingConfig(_Strict):
         False, description="Random init instead of pretrained weights (tiny students)."
     )
 
+    def identity(self) -> dict[str, Any]:
+        """The settings in a checkpoint's key: every field, except `padding_free` left at `auto`.
+
+        `padding_free` was added after keys were published and changes only float rounding, so it
+        enters the key only when set explicitly (the keys of existing checkpoints stay valid).
+        """
+        ident = self.model_dump()
+        if self.padding_free == "auto":
+            del ident["padding_free"]
+        return ident
+
 
 def _overrides_model() -> type[BaseModel]:
     """TrainingConfig with every field optional (same constraints), for per-student overrides."""

@@ -263,7 +263,7 @@ class CheckpointSpec(_Spec):
             {
                 "cot": self.cot.key,
                 "student": self.student.identity(),
-                "training": self.training.model_dump(),
+                "training": self.training.identity(),
                 "seed": self.seed,
             },
         )

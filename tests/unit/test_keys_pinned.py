@@ -142,3 +142,14 @@ def test_tiny_model_keys() -> None:
 
     assert tiny_model_key("s", None) == "b681f0c834ce317168b1fedf"
     assert tiny_model_key("xs", "e7015a9b6438cc6078a4a24d") == "89f81e1cd867baf1886042bc"
+
+
+def test_padding_free_enters_the_checkpoint_key_only_when_set() -> None:
+    def keys(setting: str | None) -> set[str]:
+        data = dict(SYNTHETIC, datasets=SYNTHETIC["datasets"][:1])
+        if setting:
+            data["training"] = {"padding_free": setting}
+        return {cell.checkpoint.key for cell in expand(parse_grid(data))}
+
+    assert keys("auto") == keys(None)
+    assert keys("off") != keys(None) and keys("on") != keys(None) and keys("on") != keys("off")
