@@ -28,6 +28,19 @@ class Exemplar:
     rationales: dict[int, str]
 
 
+# The yes/no example's level 5; level 6 adds a concluding step to it.
+_YESNO_L5 = (
+    "Facts: a year is one full orbit of a planet around the Sun; Mercury is the planet closest "
+    "to the Sun, and Earth is the third; we are asked whether Mercury's year is shorter than "
+    "Earth's.\nStep 1: A planet closer to the Sun has a shorter path and moves faster along "
+    "it.\nStep 2: Mercury's orbit takes about 88 Earth days.\nStep 3: Earth's orbit takes about "
+    "365 days.\nStep 4: Compare the numbers: 88 has two digits and 365 has three, so 88 is less "
+    "than 365.\nStep 5: So Mercury's year is shorter, by 365 - 88 = 277 days.\nStep 6: Check: 4 "
+    "x 88 = 352, still less than 365, so four Mercury years fit in one Earth year, which "
+    "agrees.\nThe answer is True."
+)
+
+
 EXEMPLARS: dict[TaskType, Exemplar] = {
     TaskType.NUMBER: Exemplar(
         question=(
@@ -76,22 +89,9 @@ EXEMPLARS: dict[TaskType, Exemplar] = {
             "about 88 Earth days.\nStep 2: Earth's orbit takes about 365 days.\nStep 3: Compare the two "
             "lengths: 88 is less than 365.\nStep 4: A shorter orbit means a shorter year, so a year on "
             "Mercury is shorter than a year on Earth.\nThe answer is True.",
-            5: "Facts: a year is one full orbit of a planet around the Sun; Mercury is the planet closest "
-            "to the Sun, and Earth is the third; we are asked whether Mercury's year is shorter than "
-            "Earth's.\nStep 1: A planet closer to the Sun has a shorter path and moves faster along "
-            "it.\nStep 2: Mercury's orbit takes about 88 Earth days.\nStep 3: Earth's orbit takes about "
-            "365 days.\nStep 4: Compare the numbers: 88 has two digits and 365 has three, so 88 is less "
-            "than 365.\nStep 5: So Mercury's year is shorter, by 365 - 88 = 277 days.\nStep 6: Check: 4 "
-            "x 88 = 352, still less than 365, so four Mercury years fit in one Earth year, which "
-            "agrees.\nThe answer is True.",
-            6: "Facts: a year is one full orbit of a planet around the Sun; Mercury is the planet closest "
-            "to the Sun, and Earth is the third; we are asked whether Mercury's year is shorter than "
-            "Earth's.\nStep 1: A planet closer to the Sun has a shorter path and moves faster along "
-            "it.\nStep 2: Mercury's orbit takes about 88 Earth days.\nStep 3: Earth's orbit takes about "
-            "365 days.\nStep 4: Compare the numbers: 88 has two digits and 365 has three, so 88 is less "
-            "than 365.\nStep 5: So Mercury's year is shorter, by 365 - 88 = 277 days.\nStep 6: Check: 4 "
-            "x 88 = 352, still less than 365, so four Mercury years fit in one Earth year, which "
-            "agrees.\nStep 7: So the statement in the question is correct: a year on Mercury is shorter "
+            5: _YESNO_L5,
+            6: _YESNO_L5.removesuffix("The answer is True.")
+            + "Step 7: So the statement in the question is correct: a year on Mercury is shorter "
             "than a year on Earth.\nThe answer is True.",
         },
     ),

@@ -39,65 +39,36 @@ class LevelGuide(BaseModel):
     detail: str
 
 
+# fmt: off
 LEVEL_GUIDES: dict[int, LevelGuide] = {
     1: LevelGuide(
-        level=1,
-        name="one-line justification",
-        min_steps=1,
-        max_steps=1,
-        min_words=10,
-        max_words=25,
+        level=1, name="one-line justification", min_steps=1, max_steps=1, min_words=10, max_words=25,
         detail="Give a single sentence that names the key idea or operation. Do not show intermediate results.",
     ),
     2: LevelGuide(
-        level=2,
-        name="key steps",
-        min_steps=2,
-        max_steps=2,
-        min_words=25,
-        max_words=45,
+        level=2, name="key steps", min_steps=2, max_steps=2, min_words=25, max_words=45,
         detail="Give only the key steps, merging routine operations, with the main intermediate result.",
     ),
     3: LevelGuide(
-        level=3,
-        name="every intermediate result",
-        min_steps=3,
-        max_steps=4,
-        min_words=40,
-        max_words=60,
+        level=3, name="every intermediate result", min_steps=3, max_steps=4, min_words=40, max_words=60,
         detail="Write one step per operation or fact used, and state every intermediate result.",
     ),
     4: LevelGuide(
-        level=4,
-        name="facts, then every step",
-        min_steps=4,
-        max_steps=6,
-        min_words=50,
-        max_words=75,
+        level=4, name="facts, then every step", min_steps=4, max_steps=6, min_words=50, max_words=75,
         detail=(
             "First restate the relevant given facts, then write one step per operation or inference, "
             "stating every intermediate result."
         ),
     ),
     5: LevelGuide(
-        level=5,
-        name="every step explained",
-        min_steps=6,
-        max_steps=8,
-        min_words=65,
-        max_words=95,
+        level=5, name="every step explained", min_steps=6, max_steps=8, min_words=65, max_words=95,
         detail=(
             "Restate the relevant facts, then for every step say why it is needed before doing it, "
             "and state every intermediate result with its unit or meaning."
         ),
     ),
     6: LevelGuide(
-        level=6,
-        name="elementary steps and a check",
-        min_steps=8,
-        max_steps=12,
-        min_words=80,
-        max_words=130,
+        level=6, name="elementary steps and a check", min_steps=8, max_steps=12, min_words=80, max_words=130,
         detail=(
             "Restate the relevant facts and what is asked; break every step into elementary operations "
             "(e.g. carry digits, apply one rule at a time) and explain each; state every intermediate result; "
@@ -106,6 +77,7 @@ LEVEL_GUIDES: dict[int, LevelGuide] = {
         ),
     ),
 }
+# fmt: on
 
 FORMAT_INSTRUCTIONS: dict[str, str] = {
     "cot": "Write the reasoning as plain sentences, one step after another.",
