@@ -100,7 +100,9 @@ class TeacherSpec(_Spec):
     """A teacher: a server (tgi/openai), recorded files, the dataset's own rationales, or code."""
 
     name: Name = Field(description="Label used in results and reports (see NAME_PATTERN).")
-    kind: TeacherKind = Field(description=f"{', '.join(list(TEACHER_KINDS)[:-1])} or {list(TEACHER_KINDS)[-1]}.")
+    kind: TeacherKind = Field(
+        description=f"{', '.join(list(TEACHER_KINDS)[:-1])} or {list(TEACHER_KINDS)[-1]}."
+    )
     model: str | None = Field(
         None, description="Teacher model id (tgi/openai); its tokenizer gives the chat template."
     )
