@@ -380,14 +380,18 @@ def check_scale_and_kill() -> None:
     assert len(containers("generator-cpu")) == 3
     check_prometheus(3)
     ctx = host_context()
-    grid_id, _ = submit(grid_doc("stack-kill", level=2, seed=12, max_steps=60))
+    # long enough that the kill lands mid-task (60 steps of padding-free training took under 3 s)
+    grid_id, _ = submit(grid_doc("stack-kill", level=2, seed=12, max_steps=300))
     gs = GridState(ctx.redis, grid_id)
     wait_for(lambda: running_train(gs) is not None, 600, "a training task to start", interval=0.5)
     key = running_train(gs)
     time.sleep(3)  # let it train a few steps (it saves resumable state every 5)
     (trainer,) = containers("trainer-cpu")
     sh("docker", "kill", trainer)
-    assert gs.get("art", f"train:{key}") == "running" and ctx.store.manifest("checkpoints", key) is None
+    state = gs.get("art", f"train:{key}")
+    assert state == "running" and ctx.store.manifest("checkpoints", key) is None, (
+        f"the training task was {state}, not running, when its worker was killed"
+    )
     compose("up", "-d", "--wait", "--wait-timeout", "600", "--scale", "generator-cpu=3", timeout=720)
     wait_grid(grid_id)
     counts = artifacts_complete(ctx)
