@@ -208,7 +208,10 @@ def run_loop(
         for j, mb in enumerate(mine):
             chosen = [examples[i] for i in mb]
             batch = collate_flat(chosen) if padding_free else collate(chosen, pad_id)
-            batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+            # the example boundaries stay on the host: per-example attention slices by them in every layer
+            batch = {
+                k: v if k == "cu_seq_lens" else v.to(device, non_blocking=True) for k, v in batch.items()
+            }
             with par.sync(last=j == len(mine) - 1), autocast:
                 loss = par.module(batch, n_label)
                 scaler.scale(loss * world).backward()

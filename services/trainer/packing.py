@@ -64,11 +64,15 @@ def register_varlen_attention() -> None:
     AttentionInterface.register(VARLEN_ATTENTION, varlen_sdpa)
 
 
+def _family(lm: nn.Module) -> str | None:
+    return getattr(getattr(base_model(lm), "config", None), "model_type", None)
+
+
 def supports_padding_free(lm: nn.Module, cutoff: int) -> bool:
     """Whether the model's family can train on flattened rows (no sliding window shorter than the cutoff)."""
-    cfg = getattr(base_model(lm), "config", None)
-    if cfg is None or getattr(cfg, "model_type", None) not in PACKABLE_FAMILIES:
+    if _family(lm) not in PACKABLE_FAMILIES:
         return False
+    cfg = base_model(lm).config
     window = getattr(cfg, "sliding_window", None)
     sliding = window and getattr(cfg, "use_sliding_window", True) and window < cutoff
     return not sliding and getattr(cfg, "_attn_implementation", None) in ("sdpa", "eager", VARLEN_ATTENTION)
@@ -78,9 +82,8 @@ def plan_padding_free(setting: str, lm: nn.Module, cutoff: int) -> bool:
     """The `padding_free` setting resolved for this model; `on` where it cannot be is an error."""
     able = supports_padding_free(lm, cutoff)
     if setting == "on" and not able:
-        family = getattr(getattr(base_model(lm), "config", None), "model_type", "?")
         raise TrainingError(
-            f"padding_free on: the {family} family cannot train on flattened rows; set padding_free auto or off"
+            f"padding_free on: the {_family(lm)} family cannot train on flattened rows; set padding_free auto or off"
         )
     return able and setting != "off"
 

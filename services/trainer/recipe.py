@@ -115,8 +115,8 @@ def train_sft(
             "truncated %d of %d examples to the cutoff of %d tokens", n_trunc, len(examples), cfg.cutoff
         )
     workdir.mkdir(parents=True, exist_ok=True)
-    par = Parallel(ResponseLoss(model), model, mode, info, device, use_bf16(cfg, device))
     padding_free = plan_padding_free(cfg.padding_free, model, cfg.cutoff)
+    par = Parallel(ResponseLoss(model), model, mode, info, device, use_bf16(cfg, device))
     with flattened_attention(model, padding_free):
         summary = run_loop(
             par, examples, cfg, seed, workdir, tok.pad_token_id, device, on_step=on_step, stop_after=stop_after,
