@@ -11,7 +11,8 @@ Every call goes through `huggingface_hub.AsyncInferenceClient`:
   client never forwards the local Hugging Face login to a third-party URL.
 
 Requests are bounded by an adaptive limit (`AdaptiveLimiter`, AIMD on 429/503), retried with
-exponential backoff and jitter (`RetryPolicy`), and time out after ``timeout_s``. An item that still
+exponential backoff and jitter (`RetryPolicy`), and time out after ``timeout_s`` (`Deadlines`: one
+watchdog task instead of a loop timer per request). An item that still
 fails is recorded with `error` set, never dropped. Finished items are appended to a journal under
 `workdir` as they arrive (one flushed JSON line each); a restarted generation reads it and asks only
 for the items not finished yet (failed ones are asked again).
@@ -33,6 +34,7 @@ from pydantic import BaseModel
 
 from services.generator.prompts import build_messages
 from services.generator.teachers.concurrency import AdaptiveLimiter
+from services.generator.teachers.deadlines import Deadlines, tick_for
 from services.generator.teachers.retry import RetryPolicy, classify
 from shared.cotset import CotRecord
 from shared.datasets.base import Question
@@ -295,6 +297,7 @@ async def _one(
     limiter: AdaptiveLimiter,
     policy: RetryPolicy,
     stats: RunStats,
+    deadlines: Deadlines,
 ) -> CotRecord:
     t = spec.teacher
     messages = build_messages(q, spec.level or 3, spec.format or "cot")
@@ -304,7 +307,7 @@ async def _one(
             stats.attempts += 1
             start = time.perf_counter()
             try:
-                async with asyncio.timeout(t.timeout_s):
+                with deadlines.within(t.timeout_s):
                     reply = await client.complete(messages)
             except Exception as exc:  # classified below: every failure is counted and maybe retried
                 f = classify(exc)
@@ -366,17 +369,20 @@ async def generate_remote(
     own = client is None
     client = client or make_client(spec.teacher)
     results: dict[str, CotRecord] = dict(done)
+    deadlines = Deadlines(tick_for(spec.teacher.timeout_s))
 
     async def run(q: Question) -> None:
-        rec = await _one(q, spec, client, limiter, policy, stats)
+        rec = await _one(q, spec, client, limiter, policy, stats, deadlines)
         journal.append(rec)
         results[q.id] = rec
         if check:
             check()
 
+    deadlines.start()
     try:
         await asyncio.gather(*(run(q) for q in todo))
     finally:
+        await deadlines.stop()
         journal.close()
         if own:
             await client.close()

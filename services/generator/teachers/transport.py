@@ -11,11 +11,23 @@ aiohttp errors are re-raised as the httpx2 errors the hub and `retry.classify` e
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import aiohttp
 import httpx2
+
+
+@contextmanager
+def _reading_body(request: httpx2.Request | None = None) -> Iterator[None]:
+    """Re-raise aiohttp's errors while reading a body as the httpx2 errors the hub expects."""
+    try:
+        yield
+    except aiohttp.ClientPayloadError as exc:
+        raise httpx2.RemoteProtocolError(str(exc), request=request) from exc
+    except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
+        raise httpx2.ReadTimeout(str(exc) or "read timed out", request=request) from exc
 
 
 class _Body(httpx2.AsyncByteStream):
@@ -25,13 +37,9 @@ class _Body(httpx2.AsyncByteStream):
         self._response = response
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
-        try:
+        with _reading_body():
             async for chunk in self._response.content.iter_any():
                 yield chunk
-        except aiohttp.ClientPayloadError as exc:
-            raise httpx2.RemoteProtocolError(str(exc)) from exc
-        except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
-            raise httpx2.ReadTimeout(str(exc) or "read timed out") from exc
 
     async def aclose(self) -> None:
         self._response.release()
@@ -60,7 +68,7 @@ class AiohttpTransport(httpx2.AsyncBaseTransport):
         return self._session
 
     async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
-        """Send one request; the body is streamed back through `_Body`."""
+        """Send one request; an event stream is passed on through `_Body`, any other body read whole."""
         body = await request.aread()
         self.requests += 1
         try:
@@ -78,13 +86,24 @@ class AiohttpTransport(httpx2.AsyncBaseTransport):
             raise httpx2.ConnectTimeout(str(exc) or "connect timed out", request=request) from exc
         except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
             raise httpx2.ReadTimeout(str(exc) or "read timed out", request=request) from exc
-        except (aiohttp.ServerDisconnectedError, aiohttp.ClientPayloadError, aiohttp.ClientResponseError) as exc:
+        except (
+            aiohttp.ServerDisconnectedError,
+            aiohttp.ClientPayloadError,
+            aiohttp.ClientResponseError,
+        ) as exc:
             raise httpx2.RemoteProtocolError(str(exc), request=request) from exc
         except aiohttp.ClientError as exc:
             raise httpx2.NetworkError(str(exc), request=request) from exc
         # decoded already (auto_decompress), so the encoding header must not make httpx2 decode again
         headers = [(k, v) for k, v in response.raw_headers if k.lower() != b"content-encoding"]
-        return httpx2.Response(response.status, headers=headers, stream=_Body(response), request=request)
+        if response.content_type == "text/event-stream":
+            return httpx2.Response(response.status, headers=headers, stream=_Body(response), request=request)
+        try:
+            with _reading_body(request):
+                content = await response.read()  # a whole reply: read here, saving the stream's loop hops
+        finally:
+            response.release()
+        return httpx2.Response(response.status, headers=headers, content=content, request=request)
 
     async def aclose(self) -> None:
         if self._session is not None:
@@ -97,4 +116,6 @@ def http_client(limit: int) -> httpx2.AsyncClient:
     from huggingface_hub import get_async_session
 
     hooks = get_async_session().event_hooks  # a fresh, unopened client: only its hooks are read
-    return httpx2.AsyncClient(transport=AiohttpTransport(limit), event_hooks=hooks, follow_redirects=True, timeout=None)
+    return httpx2.AsyncClient(
+        transport=AiohttpTransport(limit), event_hooks=hooks, follow_redirects=True, timeout=None
+    )
