@@ -35,7 +35,7 @@ from pydantic import BaseModel
 from services.generator.prompts import build_messages
 from services.generator.teachers.concurrency import AdaptiveLimiter
 from services.generator.teachers.deadlines import Deadlines, tick_for
-from services.generator.teachers.retry import RetryPolicy, classify
+from services.generator.teachers.retry import Failure, RetryPolicy, classify
 from shared.cotset import CotRecord
 from shared.datasets.base import Question
 from shared.errors import CotdError
@@ -290,48 +290,109 @@ class RunStats(BaseModel):
     min_limit: int = 0
 
 
-async def _one(
-    q: Question,
-    spec: CotSetSpec,
-    client: TeacherClient,
-    limiter: AdaptiveLimiter,
-    policy: RetryPolicy,
-    stats: RunStats,
-    deadlines: Deadlines,
-) -> CotRecord:
-    t = spec.teacher
-    messages = build_messages(q, spec.level or 3, spec.format or "cot")
-    last = "no attempt made"
-    for attempt in range(t.max_retries + 1):
+class _Run:
+    """One generation's shared state: asks for items, retries them, journals what finishes.
+
+    `max_limit` worker tasks take the items in order, one request at a time each, so a worker
+    whose request ends takes its next item within the same loop step (no hand-over between tasks)
+    and a long question list costs no task per item. An item to retry backs off in a task of its
+    own, so its worker goes on with the next item meanwhile.
+    """
+
+    def __init__(
+        self,
+        spec: CotSetSpec,
+        client: TeacherClient,
+        limiter: AdaptiveLimiter,
+        policy: RetryPolicy,
+        stats: RunStats,
+        journal: Journal,
+        results: dict[str, CotRecord],
+        check: Callable[[], None] | None,
+    ) -> None:
+        self.spec, self.t, self.client, self.limiter = spec, spec.teacher, client, limiter
+        self.policy, self.stats, self.check = policy, stats, check
+        self.journal, self.results = journal, results
+        self.deadlines = Deadlines(tick_for(self.t.timeout_s))
+        self.backing_off: set[asyncio.Task] = set()
+
+    async def run(self, todo: list[Question]) -> None:
+        """Ask for every item of `todo` until each is answered or has failed for good.
+
+        When a worker raises (`check()` stopping a cancelled grid), the other workers and the
+        back-offs are cancelled before the exception leaves: nothing is asked after the stop.
+        """
+        loop = asyncio.get_running_loop()
+        pending = iter(todo)
+        workers = [
+            loop.create_task(self._worker(pending)) for _ in range(min(len(todo), self.limiter.max_limit))
+        ]
+        self.deadlines.start()
+        try:
+            await asyncio.gather(*workers)
+            while self.backing_off:
+                await asyncio.gather(*self.backing_off)
+        finally:
+            left = [t for t in (*workers, *self.backing_off) if not t.done()]
+            for task in left:
+                task.cancel()
+            await asyncio.gather(*left, return_exceptions=True)
+            await self.deadlines.stop()
+
+    async def _worker(self, pending) -> None:
+        for q in pending:  # one iterator shared by the workers: each item goes to one of them
+            await self._drive(q, build_messages(q, self.spec.level or 3, self.spec.format or "cot"), 0)
+
+    async def _drive(self, q: Question, messages: list[dict[str, str]], attempt: int) -> None:
+        """Attempt `attempt` for `q`: finish the item, or schedule its next attempt after a back-off."""
+        out = await self._attempt(q, messages)
+        if isinstance(out, CotRecord):
+            self._finish(out)
+        elif out.retryable and attempt < self.t.max_retries:
+            wait = self.policy.delay(attempt, out.retry_after)
+            task = asyncio.get_running_loop().create_task(self._retry(q, messages, attempt + 1, wait))
+            self.backing_off.add(task)
+            task.add_done_callback(self.backing_off.discard)
+        else:
+            self.stats.failed += 1
+            error = f"failed after {attempt + 1} attempt(s): {out.message}"
+            self._finish(CotRecord(id=q.id, question=q.text, error=error))
+
+    async def _retry(self, q: Question, messages: list[dict[str, str]], attempt: int, wait: float) -> None:
+        await asyncio.sleep(wait)
+        await self._drive(q, messages, attempt)
+
+    async def _attempt(self, q: Question, messages: list[dict[str, str]]) -> CotRecord | Failure:
+        """One request under a limiter slot: the item's record, or the classified failure."""
+        t, limiter = self.t, self.limiter
         async with limiter.slot() as epoch:
-            stats.attempts += 1
+            self.stats.attempts += 1
             start = time.perf_counter()
             try:
-                with deadlines.within(t.timeout_s):
-                    reply = await client.complete(messages)
-            except Exception as exc:  # classified below: every failure is counted and maybe retried
+                with self.deadlines.within(t.timeout_s):
+                    reply = await self.client.complete(messages)
+            except Exception as exc:  # classified: every failure is counted and maybe retried
                 f = classify(exc)
                 observe_teacher_request(t.name, f.status, time.perf_counter() - start, http_code=f.http_code)
                 if f.overloaded:
                     limiter.overloaded(epoch)
-                    stats.min_limit = min(stats.min_limit, limiter.limit)
-                last = f.message
-                retry = f.retryable and attempt < t.max_retries
-            else:
-                observe_teacher_request(
-                    t.name, "ok", time.perf_counter() - start, reply.prompt_tokens, reply.completion_tokens
-                )
-                limiter.succeeded()
-                if not reply.text.strip():
-                    return CotRecord(
-                        id=q.id, question=q.text, rationale=reply.text, error="empty reply from the teacher"
-                    )
-                return CotRecord(id=q.id, question=q.text, rationale=reply.text.strip())
-        if not retry:
-            break
-        await asyncio.sleep(policy.delay(attempt, f.retry_after))
-    stats.failed += 1
-    return CotRecord(id=q.id, question=q.text, error=f"failed after {attempt + 1} attempt(s): {last}")
+                    self.stats.min_limit = min(self.stats.min_limit, limiter.limit)
+                return f
+            observe_teacher_request(
+                t.name, "ok", time.perf_counter() - start, reply.prompt_tokens, reply.completion_tokens
+            )
+            limiter.succeeded()
+        if not reply.text.strip():
+            return CotRecord(
+                id=q.id, question=q.text, rationale=reply.text, error="empty reply from the teacher"
+            )
+        return CotRecord(id=q.id, question=q.text, rationale=reply.text.strip())
+
+    def _finish(self, rec: CotRecord) -> None:
+        self.journal.append(rec)
+        self.results[rec.id] = rec
+        if self.check:
+            self.check()
 
 
 async def generate_remote(
@@ -369,20 +430,9 @@ async def generate_remote(
     own = client is None
     client = client or make_client(spec.teacher)
     results: dict[str, CotRecord] = dict(done)
-    deadlines = Deadlines(tick_for(spec.teacher.timeout_s))
-
-    async def run(q: Question) -> None:
-        rec = await _one(q, spec, client, limiter, policy, stats, deadlines)
-        journal.append(rec)
-        results[q.id] = rec
-        if check:
-            check()
-
-    deadlines.start()
     try:
-        await asyncio.gather(*(run(q) for q in todo))
+        await _Run(spec, client, limiter, policy, stats, journal, results, check).run(todo)
     finally:
-        await deadlines.stop()
         journal.close()
         if own:
             await client.close()
