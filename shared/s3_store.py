@@ -69,7 +69,12 @@ class S3Store(ArtifactStore):
     """Artifacts in one S3 bucket; a local cache for downloads and scratch work."""
 
     def __init__(
-        self, client: Minio, bucket: str, cache_dir: str | Path, part_size: int = PART_SIZE, cache_max_bytes: int = 0
+        self,
+        client: Minio,
+        bucket: str,
+        cache_dir: str | Path,
+        part_size: int = PART_SIZE,
+        cache_max_bytes: int = 0,
     ) -> None:
         self.client = client
         self.bucket = bucket
@@ -87,7 +92,11 @@ class S3Store(ArtifactStore):
 
         s = settings or get_settings()
         client = Minio(
-            s.s3_endpoint, access_key=s.s3_access_key, secret_key=s.s3_secret_key, secure=s.s3_secure, region=s.s3_region
+            s.s3_endpoint,
+            access_key=s.s3_access_key,
+            secret_key=s.s3_secret_key,
+            secure=s.s3_secure,
+            region=s.s3_region,
         )
         store = cls(client, s.s3_bucket, s.cache_dir, cache_max_bytes=int(s.cache_max_gb * 1e9))
         if create_bucket:
@@ -151,7 +160,11 @@ class S3Store(ArtifactStore):
                 name = self.object_name(kind, key, full, f["path"])
                 uploaded.append(name)
                 self.client.fput_object(
-                    self.bucket, name, str(src / f["path"]), content_type=content_type(f["path"]), part_size=self.part_size
+                    self.bucket,
+                    name,
+                    str(src / f["path"]),
+                    content_type=content_type(f["path"]),
+                    part_size=self.part_size,
                 )
             committed = self._put_if_absent(f"{kind}/{key}/{MANIFEST}", json.dumps(full, indent=2).encode())
         except BaseException:
@@ -207,19 +220,36 @@ class S3Store(ArtifactStore):
                         "the next grid that needs it builds it again"
                     )
             (tmp / MANIFEST).write_text(json.dumps(m, indent=2))
-            if dest.exists():
-                shutil.rmtree(dest, ignore_errors=True)
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            try:
-                tmp.rename(dest)
-            except OSError:  # another thread put it in place first
-                if not self._cached_ok(dest, m):
-                    raise
+            self._put_in_place(tmp, dest, m)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
         if self.cache_max_bytes:
             self.evict(self.cache_max_bytes)
         return dest
+
+    def _put_in_place(self, tmp: Path, dest: Path, m: dict[str, Any]) -> None:
+        """Move a complete download to `dest` without ever removing a good copy from under a reader.
+
+        Workers that share a cache folder may fetch the same artifact at once. When `dest` already
+        holds this publication intact (another process won), it is kept and the download dropped.
+        A stale or damaged copy is first moved aside in one rename, so `dest` is never seen
+        half-removed, then the download takes its place.
+        """
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        for _ in range(5):
+            try:
+                tmp.rename(dest)  # atomic; fails while `dest` is a non-empty folder
+                return
+            except OSError:
+                if self._cached_ok(dest, m):
+                    return
+            aside = self.cache / ".tmp" / f"stale-{dest.name}-{uuid.uuid4().hex[:8]}"
+            try:
+                dest.rename(aside)
+            except FileNotFoundError:  # removed meanwhile: try again
+                continue
+            shutil.rmtree(aside, ignore_errors=True)
+        raise OSError(f"cannot put {dest} in place: other processes keep replacing it")
 
     def evict(self, max_bytes: int, grace_s: float = EVICT_GRACE_S) -> list[str]:
         """Remove the least recently used cached artifacts until the cache holds at most `max_bytes`.
@@ -253,7 +283,9 @@ class S3Store(ArtifactStore):
         current = self.manifest(kind, key)
         if current is not None and current.get("publication") == manifest.get("publication"):
             self.client.remove_object(self.bucket, f"{kind}/{key}/{MANIFEST}")
-            self._remove_quietly([self.object_name(kind, key, manifest, f["path"]) for f in manifest["files"]])
+            self._remove_quietly(
+                [self.object_name(kind, key, manifest, f["path"]) for f in manifest["files"]]
+            )
         return where
 
     @staticmethod
@@ -293,7 +325,9 @@ class S3Store(ArtifactStore):
 
     def object_names(self, prefix: str = "") -> list[str]:
         """Every object name under `prefix` (for inspection and tests)."""
-        return sorted(o.object_name for o in self.client.list_objects(self.bucket, prefix=prefix, recursive=True))
+        return sorted(
+            o.object_name for o in self.client.list_objects(self.bucket, prefix=prefix, recursive=True)
+        )
 
 
 def open_store(settings=None, root: str | Path | None = None) -> ArtifactStore:

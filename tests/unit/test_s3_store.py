@@ -25,7 +25,12 @@ def store(endpoint, tmp_path):
     from shared.settings import Settings
 
     s = Settings(
-        store="s3", s3_endpoint=endpoint, s3_access_key=S3_KEY, s3_secret_key=S3_SECRET, s3_bucket=BUCKET, cache_dir=str(tmp_path / "cache")
+        store="s3",
+        s3_endpoint=endpoint,
+        s3_access_key=S3_KEY,
+        s3_secret_key=S3_SECRET,
+        s3_bucket=BUCKET,
+        cache_dir=str(tmp_path / "cache"),
     )
     st = S3Store.from_settings(s)
     for name in st.object_names():
@@ -48,12 +53,17 @@ def test_publish_then_fetch(store, tmp_path):
     assert store.exists("cotsets", "k1") and store.keys("cotsets") == ["k1"]
     pub = m["publication"]
     assert pub.startswith("pub-") and store.object_names("cotsets/k1/") == [
-        "cotsets/k1/manifest.json", f"cotsets/k1/{pub}/cot.jsonl", f"cotsets/k1/{pub}/sub/x.bin"
+        "cotsets/k1/manifest.json",
+        f"cotsets/k1/{pub}/cot.jsonl",
+        f"cotsets/k1/{pub}/sub/x.bin",
     ] == store.artifact_objects("cotsets", "k1", m)
     d = store.fetch("cotsets", "k1")
     assert (d / "cot.jsonl").read_bytes() == b'{"id": 1}\n' and (d / "sub/x.bin").read_bytes() == b"\x00\x01"
     # publishing again is a no-op returning the first manifest
-    assert store.publish("cotsets", "k1", _src(tmp_path / "o", {"other": b"y"}), {})["published_at"] == m["published_at"]
+    assert (
+        store.publish("cotsets", "k1", _src(tmp_path / "o", {"other": b"y"}), {})["published_at"]
+        == m["published_at"]
+    )
 
 
 def test_no_manifest_means_not_existing(store, tmp_path):
@@ -72,7 +82,11 @@ def test_no_manifest_means_not_existing(store, tmp_path):
 def test_manifest_is_uploaded_last(store, tmp_path, monkeypatch):
     order: list[str] = []
     real_put = store.client._put_object  # every PutObject request, the manifest's included
-    monkeypatch.setattr(store.client, "_put_object", lambda b, name, *a, **k: (order.append(name), real_put(b, name, *a, **k))[1])
+    monkeypatch.setattr(
+        store.client,
+        "_put_object",
+        lambda b, name, *a, **k: (order.append(name), real_put(b, name, *a, **k))[1],
+    )
     m = store.publish("evals", "e1", _src(tmp_path, {"a": b"1", "b": b"2", "c": b"3"}), {})
     pub = m["publication"]
     assert order == [f"evals/e1/{pub}/a", f"evals/e1/{pub}/b", f"evals/e1/{pub}/c", "evals/e1/manifest.json"]
@@ -99,7 +113,9 @@ def test_large_file_is_uploaded_in_parts(store, tmp_path):
     store.part_size = 5 * 1024 * 1024  # the S3 minimum
     data = os.urandom(11 * 1024 * 1024 + 7)
     m = store.publish("checkpoints", "big", _src(tmp_path, {"model.safetensors": data}), {})
-    etag = store.client.stat_object(BUCKET, store.object_name("checkpoints", "big", m, "model.safetensors")).etag.strip('"')
+    etag = store.client.stat_object(
+        BUCKET, store.object_name("checkpoints", "big", m, "model.safetensors")
+    ).etag.strip('"')
     assert etag.endswith("-3")  # an S3 multipart ETag: <md5 of part md5s>-<parts>
     assert (store.fetch("checkpoints", "big") / "model.safetensors").read_bytes() == data
 
@@ -109,13 +125,50 @@ def test_fetch_reuses_the_cache(store, tmp_path, monkeypatch):
     first = store.fetch("models", "m1")
     downloads = []
     real = store.client.fget_object
-    monkeypatch.setattr(store.client, "fget_object", lambda *a, **k: (downloads.append(a[1]), real(*a, **k))[1])
+    monkeypatch.setattr(
+        store.client, "fget_object", lambda *a, **k: (downloads.append(a[1]), real(*a, **k))[1]
+    )
     assert store.fetch("models", "m1") == first and downloads == []
     (first / "w").write_bytes(b"truncated")  # a damaged cache copy is downloaded again
     assert (store.fetch("models", "m1") / "w").read_bytes() == b"weights"
     (first / "w").write_bytes(b"WEIGHTS")  # so is one damaged at the same size
     assert (store.fetch("models", "m1") / "w").read_bytes() == b"weights"
     assert downloads == [store.object_name("models", "m1", m, "w")] * 2
+
+
+def test_a_second_worker_keeps_the_copy_another_put_in_a_shared_cache(store, tmp_path, monkeypatch):
+    """Two workers sharing a cache folder fetch one artifact at once: the copy in place stays put.
+
+    The second worker checked the cache before the first one's copy landed, so it downloads too; on
+    placing its download it must find the first copy intact and keep it (a trainer may be reading it),
+    not remove it and put its own in its place.
+    """
+    from shared.s3_store import S3Store
+
+    store.publish("models", "shared", _src(tmp_path, {"model.safetensors": b"weights" * 100}), {})
+    first = store.fetch("models", "shared")
+    inode = (first / "model.safetensors").stat().st_ino
+    other = S3Store(store.client, store.bucket, store.cache.parent)  # a second worker, same cache folder
+    early = [True]  # its first look at the cache came too early
+
+    def cached_ok(dest, m) -> bool:
+        return False if early and early.pop() else S3Store._cached_ok(dest, m)
+
+    monkeypatch.setattr(other, "_cached_ok", cached_ok)
+    assert other.fetch("models", "shared") == first
+    assert (first / "model.safetensors").stat().st_ino == inode  # the first copy was kept, not replaced
+    assert (first / "model.safetensors").read_bytes() == b"weights" * 100
+    assert not any((store.cache / ".tmp").iterdir())  # the second download was dropped
+
+
+def test_a_stale_cached_copy_is_replaced_whole(store, tmp_path):
+    store.publish("models", "stale", _src(tmp_path, {"w": b"new weights"}), {})
+    dest = store.cache / "models" / "stale"
+    dest.mkdir(parents=True)
+    (dest / "w").write_bytes(b"old weights")
+    (dest / "manifest.json").write_text(json.dumps({"published_at": 1, "files": []}))
+    assert (store.fetch("models", "stale") / "w").read_bytes() == b"new weights"
+    assert not any((store.cache / ".tmp").iterdir())  # the stale copy, moved aside, is gone
 
 
 def test_a_corrupt_artifact_is_quarantined_and_built_again(store, tmp_path):
@@ -140,9 +193,16 @@ def test_content_types_follow_the_extension(store, tmp_path, endpoint):
     files = {"metrics.json": b"{}", "predictions.jsonl": b"{}\n", "log.txt": b"x", "model.safetensors": b"\0"}
     m = store.publish("evals", "ct", _src(tmp_path, files), {})
     s3 = boto3.client(
-        "s3", endpoint_url=f"http://{endpoint}", aws_access_key_id=S3_KEY, aws_secret_access_key=S3_SECRET, region_name="us-east-1"
+        "s3",
+        endpoint_url=f"http://{endpoint}",
+        aws_access_key_id=S3_KEY,
+        aws_secret_access_key=S3_SECRET,
+        region_name="us-east-1",
     )
-    got = {f: s3.head_object(Bucket=BUCKET, Key=store.object_name("evals", "ct", m, f))["ContentType"] for f in files}
+    got = {
+        f: s3.head_object(Bucket=BUCKET, Key=store.object_name("evals", "ct", m, f))["ContentType"]
+        for f in files
+    }
     assert got == {
         "metrics.json": "application/json",
         "predictions.jsonl": "application/jsonl",
@@ -158,7 +218,14 @@ def _publish_at_the_barrier(endpoint: str, cache: str, payload: bytes, barrier, 
     from shared.settings import Settings
 
     st = S3Store.from_settings(
-        Settings(store="s3", s3_endpoint=endpoint, s3_access_key=S3_KEY, s3_secret_key=S3_SECRET, s3_bucket=BUCKET, cache_dir=cache)
+        Settings(
+            store="s3",
+            s3_endpoint=endpoint,
+            s3_access_key=S3_KEY,
+            s3_secret_key=S3_SECRET,
+            s3_bucket=BUCKET,
+            cache_dir=cache,
+        )
     )
     real = st._put_if_absent
 
@@ -184,7 +251,10 @@ def test_concurrent_publishes_of_one_key_never_mix(store, endpoint, tmp_path):
             store.client.remove_object(BUCKET, name)
         barrier, out = ctx.Barrier(2), ctx.Queue()
         procs = [
-            ctx.Process(target=_publish_at_the_barrier, args=(endpoint, str(tmp_path / f"{trial}-{w}"), w.encode() * 4096, barrier, out))
+            ctx.Process(
+                target=_publish_at_the_barrier,
+                args=(endpoint, str(tmp_path / f"{trial}-{w}"), w.encode() * 4096, barrier, out),
+            )
             for w in "ab"
         ]
         for p in procs:
