@@ -61,7 +61,7 @@ class Deadlines:
 
     @contextmanager
     def within(self, seconds: float) -> Iterator[None]:
-        """Guard the awaits in the block: past `seconds`, they raise `TimeoutError`."""
+        """Guard the awaits in the block: past `seconds`, they raise `TimeoutError` (one block per task)."""
         task = asyncio.current_task()
         if task is None:
             raise RuntimeError("Deadlines.within needs a running task")
