@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from shared.keys import file_sha256
+from shared.paths import place_folder
 
 MANIFEST = "manifest.json"
 KINDS = ("cotsets", "checkpoints", "evals", "models", "grids")
@@ -119,22 +120,15 @@ class LocalStore(ArtifactStore):
             shutil.rmtree(tmp, ignore_errors=True)
             raise
         dest = self.path(kind, key)
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        for _ in range(2):
-            try:
-                os.rename(tmp, dest)  # atomic; fails while dest is a non-empty folder
-                return full
-            except OSError:
-                if (winner := self.manifest(kind, key)) is not None:  # another worker published first
-                    shutil.rmtree(tmp, ignore_errors=True)
-                    return winner
-                # a folder without a manifest (left by an older version): move it aside, never delete
-                # in place, so a publication that lands meanwhile is not lost
-                stale = tmp.with_name(tmp.name + ".stale")
-                os.rename(dest, stale)
-                if not (stale / MANIFEST).exists():
-                    shutil.rmtree(stale, ignore_errors=True)
-        raise RuntimeError(f"{kind}/{key}: could not publish into {dest}")
+        # a folder without a manifest (left by an older version) is moved aside and removed; one
+        # holding a manifest is a publication that landed meanwhile, and is never deleted
+        placed = place_folder(
+            tmp,
+            dest,
+            keep=lambda: self.manifest(kind, key) is not None,
+            drop_aside=lambda aside: not (aside / MANIFEST).exists(),
+        )
+        return full if placed else self.manifest(kind, key)
 
     def fetch(self, kind: str, key: str) -> Path:
         if not self.exists(kind, key):

@@ -34,7 +34,7 @@ from minio.error import S3Error
 
 from shared.artifacts import KINDS, MANIFEST, ArtifactStore, LocalStore, _check
 from shared.keys import file_sha256
-from shared.paths import member_path
+from shared.paths import member_path, place_folder
 
 PART_SIZE = 64 * 1024 * 1024
 """Multipart part size for uploads (files larger than this are uploaded in parts)."""
@@ -220,36 +220,14 @@ class S3Store(ArtifactStore):
                         "the next grid that needs it builds it again"
                     )
             (tmp / MANIFEST).write_text(json.dumps(m, indent=2))
-            self._put_in_place(tmp, dest, m)
+            # workers sharing this cache may fetch it at once: a copy of this very publication
+            # already in place is kept (someone may be reading it), a stale one moved aside
+            place_folder(tmp, dest, keep=lambda: self._cached_ok(dest, m))
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
         if self.cache_max_bytes:
             self.evict(self.cache_max_bytes)
         return dest
-
-    def _put_in_place(self, tmp: Path, dest: Path, m: dict[str, Any]) -> None:
-        """Move a complete download to `dest` without ever removing a good copy from under a reader.
-
-        Workers that share a cache folder may fetch the same artifact at once. When `dest` already
-        holds this publication intact (another process won), it is kept and the download dropped.
-        A stale or damaged copy is first moved aside in one rename, so `dest` is never seen
-        half-removed, then the download takes its place.
-        """
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        for _ in range(5):
-            try:
-                tmp.rename(dest)  # atomic; fails while `dest` is a non-empty folder
-                return
-            except OSError:
-                if self._cached_ok(dest, m):
-                    return
-            aside = self.cache / ".tmp" / f"stale-{dest.name}-{uuid.uuid4().hex[:8]}"
-            try:
-                dest.rename(aside)
-            except FileNotFoundError:  # removed meanwhile: try again
-                continue
-            shutil.rmtree(aside, ignore_errors=True)
-        raise OSError(f"cannot put {dest} in place: other processes keep replacing it")
 
     def evict(self, max_bytes: int, grace_s: float = EVICT_GRACE_S) -> list[str]:
         """Remove the least recently used cached artifacts until the cache holds at most `max_bytes`.
